@@ -1,0 +1,180 @@
+package schema
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Flavours are the Debian kernel flavours an OS file may name.
+var flavours = map[string]bool{"cloud-amd64": true, "amd64": true}
+
+// DefaultFlavour is the kernel flavour used when the OS file names none.
+const DefaultFlavour = "cloud-amd64"
+
+var (
+	nameRe    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+	versionRe = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._~-]{0,63}$`)
+	labelRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	moduleRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	lineRe    = regexp.MustCompile(`line (\d+)`)
+)
+
+// generatedEtc are the files in /etc that the system stage writes itself.
+var generatedEtc = map[string]bool{
+	"/etc/hostname": true, "/etc/os-release": true, "/etc/machine-id": true,
+	"/etc/resolv.conf": true, "/etc/hosts": true,
+}
+
+// fileRoots are the trees an OS file may put files into.
+var fileRoots = []string{"/etc/", "/usr/", "/opt/"}
+
+func syntaxError(name string, err error) Error {
+	msg := cleanYAMLError(err)
+	e := Error{File: name, Msg: "invalid YAML: " + msg}
+	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Column = 1
+	}
+	return e
+}
+
+// validate checks values and fills defaults. Positions come from the nodes
+// the decoder recorded; a missing field points at the document.
+func validate(o *OS, d *decoder) {
+	at := func(field string) *yaml.Node {
+		for p := field; p != ""; {
+			if n, ok := d.nodes[p]; ok {
+				return n
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+		return d.nodes[""]
+	}
+	bad := func(field, format string, args ...any) {
+		d.errorf(at(field), field, format, args...)
+	}
+
+	switch {
+	case o.Name == "":
+		bad("name", "required")
+	case !nameRe.MatchString(o.Name):
+		bad("name", "%q must be 1-32 lower-case letters, digits or dashes, starting and ending with a letter or digit", o.Name)
+	}
+	switch {
+	case o.Version == "":
+		bad("version", "required")
+	case !versionRe.MatchString(o.Version):
+		bad("version", "%q must be 1-64 letters, digits, '.', '_', '~' or '-', starting with a letter or digit ('+' is reserved for boot counting)", o.Version)
+	}
+	if o.Hostname == "" {
+		o.Hostname = o.Name
+	} else if !validHostname(o.Hostname) {
+		bad("hostname", "%q is not a valid host name (dot-separated labels of letters, digits and dashes, at most 253 characters)", o.Hostname)
+	}
+
+	if o.Kernel.Flavour == "" {
+		o.Kernel.Flavour = DefaultFlavour
+	} else if !flavours[o.Kernel.Flavour] {
+		bad("kernel.flavour", "%q is not a known flavour (cloud-amd64, amd64)", o.Kernel.Flavour)
+	}
+	for i, arg := range o.Kernel.Cmdline {
+		f := fmt.Sprintf("kernel.cmdline[%d]", i)
+		switch {
+		case arg == "":
+			bad(f, "empty argument")
+		case strings.ContainsAny(arg, " \t\r\n\x00\""):
+			bad(f, "%q must be one argument without spaces, quotes or control characters", arg)
+		case strings.HasPrefix(arg, "cairn."):
+			bad(f, "%q: arguments starting with cairn. are set by the build", arg)
+		}
+	}
+	for i, m := range o.Kernel.Modules {
+		if !moduleRe.MatchString(m) {
+			bad(fmt.Sprintf("kernel.modules[%d]", i), "%q is not a module name", m)
+		}
+	}
+
+	seen := map[string]int{}
+	for i := range o.Files {
+		validateFile(&o.Files[i], fmt.Sprintf("files[%d]", i), seen, i, bad)
+	}
+
+	if !o.Services.IsZero() && !isEmptyNode(&o.Services) {
+		bad("services", "services are not supported by this version of cairn yet")
+	}
+	if !o.Update.IsZero() && !isEmptyNode(&o.Update) {
+		bad("update", "update settings are not supported by this version of cairn yet")
+	}
+}
+
+func validateFile(f *File, field string, seen map[string]int, i int, bad func(string, string, ...any)) {
+	switch {
+	case f.Path == "":
+		bad(field+".path", "required")
+	case !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || strings.Contains(f.Path, "\x00"):
+		bad(field+".path", "%q must be an absolute, clean path (no '..', '//' or trailing '/')", f.Path)
+	case !underRoots(f.Path):
+		bad(field+".path", "%q must be under /etc, /usr or /opt (/var is the state partition)", f.Path)
+	case generatedEtc[f.Path]:
+		bad(field+".path", "%q is generated at boot and cannot be set here", f.Path)
+	default:
+		if j, dup := seen[f.Path]; dup {
+			bad(field+".path", "%q is already given by files[%d]", f.Path, j)
+		}
+		seen[f.Path] = i
+	}
+	if f.Content != "" && f.Source != "" {
+		bad(field, "content and source exclude each other; a file with neither is empty")
+	}
+	if f.Mode == "" {
+		f.Mode = "0644"
+	} else if m, err := strconv.ParseUint(f.Mode, 8, 32); err != nil || m > 0o7777 {
+		bad(field+".mode", "%q must be an octal mode such as \"0644\"", f.Mode)
+	}
+}
+
+// FileMode returns the permission bits of f; Mode has been validated.
+func (f *File) FileMode() uint32 {
+	m, _ := strconv.ParseUint(f.Mode, 8, 32)
+	return uint32(m)
+}
+
+func underRoots(p string) bool {
+	for _, r := range fileRoots {
+		if strings.HasPrefix(p, r) {
+			return true
+		}
+	}
+	return false
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if !labelRe.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+func isEmptyNode(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.MappingNode, yaml.SequenceNode:
+		return len(n.Content) == 0
+	case yaml.ScalarNode:
+		return n.ShortTag() == "!!null"
+	}
+	return false
+}
