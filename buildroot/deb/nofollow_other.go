@@ -1,0 +1,5 @@
+//go:build !unix
+
+package deb
+
+const noFollow = 0

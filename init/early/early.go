@@ -1,0 +1,286 @@
+//go:build linux
+
+// Package early is the initramfs stage of PID 1: mount the API file systems,
+// load the boot modules, find the root slot by PARTUUID, activate dm-verity,
+// mount the erofs root and the STATE partition (growing it to the disk's end
+// on first boot) and switch_root to /sbin/init. Every failure is fatal:
+// "cairn: early: FATAL <reason>", sync, reboot, so that systemd-boot's boot
+// counting can fall back to the other slot.
+package early
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/init/bootinfo"
+	"cairn.dev/cairn/init/cmdline"
+	"cairn.dev/cairn/init/gpt"
+	"cairn.dev/cairn/init/kmod"
+	"cairn.dev/cairn/init/logring"
+	"cairn.dev/cairn/init/mount"
+	"cairn.dev/cairn/init/resize"
+	"cairn.dev/cairn/init/verity"
+)
+
+// StateType is the GPT type of the STATE partition (Discoverable Partitions
+// "/var").
+const StateType = "4d21b016-b534-45c2-a9fb-5c16e091fd2d"
+
+// ESPType is the GPT type of the EFI system partition.
+const ESPType = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+
+// Paths used by the early stage.
+const (
+	SysRoot     = "/sysroot"
+	NextInit    = "/sbin/init"
+	EarlyLog    = "/run/cairn/early.log"
+	rootTimeout = 5 * time.Second
+)
+
+// Main runs the early stage. It never returns: it execs the root's init or
+// reboots.
+func Main() {
+	start := bootinfo.Now()
+	ring := logring.NewRing(256 << 10)
+	log := logring.NewLogger(os.Stdout, ring, bootinfo.Now)
+	logf := log.Func("early")
+	logf("start t=%.3f", start.Seconds())
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		return run(context.Background(), logf, ring, start)
+	}()
+	fatal(logf, err)
+}
+
+func fatal(logf func(string, ...any), err error) {
+	if err == nil {
+		err = errors.New("switch_root returned")
+	}
+	logf("FATAL %v", strings.ReplaceAll(err.Error(), "\n", " | "))
+	unix.Sync()
+	time.Sleep(300 * time.Millisecond) // let the UART drain
+	for {
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		time.Sleep(time.Second)
+	}
+}
+
+func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, start time.Duration) error {
+	if err := mount.Early(); err != nil {
+		return err
+	}
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("read cmdline: %w", err)
+	}
+	p, err := cmdline.Parse(string(raw))
+	if err != nil {
+		return err
+	}
+	if err := p.ValidateRoot(); err != nil {
+		return err
+	}
+	info := bootinfo.Info{Slot: p.Slot, Version: p.Version, EarlyStartMs: bootinfo.Ms(start)}
+
+	// Modules: cairn.load plus coldplug, in parallel with the disk search.
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return fmt.Errorf("uname: %w", err)
+	}
+	modDir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	ix, err := kmod.LoadIndex(modDir)
+	if err != nil {
+		return err
+	}
+	set := kmod.NewSet(ix, kmod.FinitLoader{})
+	set.SetClock(bootinfo.Now)
+	modsDone := make(chan error, 1)
+	_, debug := p.Args["cairn.debug"]
+	go func() {
+		modsDone <- LoadModules(ctx, set, filepath.Join(modDir, "cairn.load"), logf, debug)
+	}()
+
+	uuid, err := gpt.ParseGUID(p.RootPARTUUID)
+	if err != nil {
+		return err
+	}
+	disk, rootPart, err := findPartUUID(ctx, "/sys/block", "/dev", uuid, rootTimeout, logf)
+	if err != nil {
+		return err
+	}
+	rootName, err := partitionNode("/sys/block", disk.Name, rootPart.Index)
+	if err != nil {
+		return err
+	}
+	rootDev := "/dev/" + rootName
+	if err := mount.WaitFile(ctx, rootDev, rootTimeout); err != nil {
+		return err
+	}
+	info.Disk, info.Root = "/dev/"+disk.Name, rootDev
+	if err := <-modsDone; err != nil {
+		return err
+	}
+	now := bootinfo.Now()
+	info.ModulesDoneMs = bootinfo.Ms(now)
+	info.ModulesLoaded = countLoaded(set)
+	logf("modules done t=%.3f n=%d took=%dms; root %s (%s)", now.Seconds(), info.ModulesLoaded, (now - start).Milliseconds(), rootDev, p.RootPARTUUID)
+
+	dm, err := verity.Activate(ctx, "cairn-root", verity.Params{
+		Device: rootDev, DataBlocks: p.VerityBlocks, RootHash: p.VerityRootHash, Salt: p.VeritySalt,
+	})
+	if err != nil {
+		return err
+	}
+	info.Verity = dm
+	if err := mount.Mount(dm, SysRoot, "erofs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+		return err
+	}
+	now = bootinfo.Now()
+	info.RootMountedMs = bootinfo.Ms(now)
+	logf("root mounted t=%.3f %s on %s (erofs, verity)", now.Seconds(), dm, SysRoot)
+
+	if esp, ok := disk.Table.ByType(mustGUID(ESPType)); ok {
+		if n, err := partitionNode("/sys/block", disk.Name, esp.Index); err == nil {
+			info.ESP = "/dev/" + n
+		}
+	}
+	if err := mountState(ctx, disk, &info, logf); err != nil {
+		return err
+	}
+
+	now = bootinfo.Now()
+	info.SwitchRootMs = bootinfo.Ms(now)
+	logf("switch_root t=%.3f", now.Seconds())
+	if err := bootinfo.Write(bootinfo.Path, info); err != nil {
+		return err
+	}
+	lines, _, _ := ring.Since(0)
+	_ = os.WriteFile(EarlyLog, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "CAIRN_EARLY_START_MS=" + fmt.Sprintf("%.1f", info.EarlyStartMs)}
+	return mount.SwitchRoot(SysRoot, NextInit, []string{NextInit}, env)
+}
+
+// LoadModules loads the modules named in list (if it exists) and runs
+// coldplug, concurrently. Missing or failing coldplug modules are logged;
+// a failing listed module is an error.
+func LoadModules(ctx context.Context, set *kmod.Set, list string, logf func(string, ...any), verbose bool) error {
+	names, err := kmod.ReadList(list)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var (
+		wg      sync.WaitGroup
+		loadErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, loadErr = set.Load(ctx, names)
+	}()
+	st, cpErr := set.Coldplug(ctx, "/sys")
+	wg.Wait()
+	if verbose {
+		for _, r := range set.Results() {
+			logf("module %s: %s-%s took %dms err=%v", r.Module, fmtT(r.Start), fmtT(r.Start+r.Took), r.Took.Milliseconds(), r.Err)
+		}
+		logf("coldplug rounds %d, round times %v, sysfs scan times %v", st.Rounds, st.RoundTimes, st.ScanTimes)
+	}
+	if cpErr != nil {
+		logf("coldplug (%d rounds): %v", st.Rounds, strings.ReplaceAll(cpErr.Error(), "\n", "; "))
+	}
+	if loadErr != nil {
+		return fmt.Errorf("load %s: %w", list, loadErr)
+	}
+	return nil
+}
+
+func fmtT(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+func countLoaded(set *kmod.Set) int { return set.Count() }
+
+func mustGUID(s string) gpt.GUID {
+	g, err := gpt.ParseGUID(s)
+	if err != nil {
+		panic(err) // constants only
+	}
+	return g
+}
+
+// mountState finds STATE on the root's disk, grows it to the disk's end if
+// needed, mounts it at /sysroot/var and grows ext4 online. Growth failures
+// are logged, not fatal: the file system is still usable at its old size.
+func mountState(ctx context.Context, disk *diskTable, info *bootinfo.Info, logf func(string, ...any)) error {
+	st, ok := disk.Table.ByType(mustGUID(StateType))
+	if !ok {
+		return fmt.Errorf("no STATE partition (type %s) on %s", StateType, disk.Name)
+	}
+	name, err := partitionNode("/sys/block", disk.Name, st.Index)
+	if err != nil {
+		return err
+	}
+	dev := "/dev/" + name
+	info.State = dev
+	if err := mount.WaitFile(ctx, dev, rootTimeout); err != nil {
+		return err
+	}
+	grown, err := growState(disk, st, logf)
+	if err != nil {
+		logf("grow STATE: %v (continuing at the old size)", err)
+	}
+	if grown.Grown {
+		info.StateGrownFrom = grown.OldLastLBA
+	}
+	target := filepath.Join(SysRoot, "var")
+	if err := mount.Mount(dev, target, "ext4", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return err
+	}
+	ss := uint64(disk.Table.SectorSize)
+	last := st.LastLBA
+	if grown.Grown {
+		last = grown.NewLastLBA
+	}
+	size := int64((last - st.FirstLBA + 1) * ss)
+	oldB, newB, err := resize.Ext4(target, size)
+	switch {
+	case err != nil:
+		logf("grow ext4 on %s: %v", dev, err)
+	case grown.Grown:
+		logf("STATE %s grown: partition LBA %d -> %d (%d MiB), ext4 %d -> %d blocks", dev, grown.OldLastLBA, grown.NewLastLBA, size>>20, oldB, newB)
+	}
+	return nil
+}
+
+func growState(disk *diskTable, st gpt.Partition, logf func(string, ...any)) (gpt.GrowResult, error) {
+	f, err := os.OpenFile("/dev/"+disk.Name, os.O_RDWR|unix.O_SYNC, 0)
+	if err != nil {
+		return gpt.GrowResult{}, fmt.Errorf("open %s: %w", disk.Name, err)
+	}
+	defer f.Close()
+	res, err := gpt.Grow(f, disk.Table, disk.Size, st.Index)
+	if err != nil || !res.Grown {
+		return res, err
+	}
+	ss := int64(disk.Table.SectorSize)
+	start := int64(st.FirstLBA) * ss
+	length := int64(res.NewLastLBA-st.FirstLBA+1) * ss
+	if err := resize.KernelPartition(f, st.Index, start, length); err != nil {
+		return res, err
+	}
+	if err := f.Sync(); err != nil {
+		return res, fmt.Errorf("sync %s: %w", disk.Name, err)
+	}
+	return res, nil
+}

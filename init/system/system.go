@@ -1,0 +1,330 @@
+//go:build linux
+
+// Package system is PID 1 in the real root: it generates /etc, mounts
+// /tmp and cgroup2, collects logs, reaps zombies, loads the root's modules in
+// the background, announces CAIRN-READY, blesses the boot and handles
+// shutdown. It never returns.
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/init/bootinfo"
+	"cairn.dev/cairn/init/cmdline"
+	"cairn.dev/cairn/init/early"
+	"cairn.dev/cairn/init/etc"
+	"cairn.dev/cairn/init/kmod"
+	"cairn.dev/cairn/init/logring"
+	"cairn.dev/cairn/init/mount"
+	"cairn.dev/cairn/init/osinfo"
+	"cairn.dev/cairn/init/reap"
+	"cairn.dev/cairn/init/shutdown"
+)
+
+// Paths of the system stage.
+const (
+	MachineIDPath = "/var/lib/cairn/machine-id"
+	LogPath       = "/var/log/cairn/cairn.log"
+	LogMaxBytes   = 4 << 20
+	Skeleton      = "/usr/share/cairn/etc"
+	ESPMount      = "/efi"
+	Efivars       = "/sys/firmware/efi/efivars"
+)
+
+// pid1 holds the state of the running system stage.
+type pid1 struct {
+	log     *logring.Logger
+	logf    func(string, ...any)
+	persist *logring.Persister
+	info    bootinfo.Info
+	os      osinfo.Info
+	modules *kmod.Set
+	reqs    chan shutdown.Request
+	debug   bool
+	// modsDone is closed when the deferred module loading finished.
+	modsDone chan struct{}
+}
+
+// Main runs the system stage; it never returns.
+func Main() {
+	ring := logring.NewRing(1 << 20)
+	log := logring.NewLogger(os.Stdout, ring, bootinfo.Now)
+	p := &pid1{log: log, logf: log.Func("system"), reqs: make(chan shutdown.Request, 4), modsDone: make(chan struct{})}
+	ctx := context.Background()
+	p.logf("start t=%.3f", bootinfo.Now().Seconds())
+	p.guard("start", func() { p.start(ctx) })
+	for {
+		var req shutdown.Request
+		p.guard("wait", func() { req = <-p.reqs })
+		p.guard("shutdown", func() { p.shutdown(req) })
+		// Only reached if reboot(2) failed; keep serving requests.
+		time.Sleep(time.Second)
+	}
+}
+
+// debugf logs a timing line when cairn.debug is on the command line.
+func (p *pid1) debugf(format string, args ...any) {
+	if p.debug {
+		p.logf("debug t=%.3f "+format, append([]any{bootinfo.Now().Seconds()}, args...)...)
+	}
+}
+
+// guard runs f, turning a panic into a log line: PID 1 must not die.
+func (p *pid1) guard(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.logf("panic in %s: %v\n%s", what, r, debug.Stack())
+		}
+	}()
+	f()
+}
+
+// goGuard runs f in a goroutine under guard.
+func (p *pid1) goGuard(what string, f func()) {
+	go p.guard(what, f)
+}
+
+func (p *pid1) start(ctx context.Context) {
+	if err := mount.Early(); err != nil {
+		p.logf("api mounts: %v", err)
+	}
+	if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
+		if c, err := cmdline.Parse(string(raw)); err == nil {
+			_, p.debug = c.Args["cairn.debug"]
+		}
+	}
+	if b, err := os.ReadFile(early.EarlyLog); err == nil {
+		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			p.log.Ring().Add(l)
+		}
+	}
+	p.goGuard("kmsg", func() { p.kmsg(ctx) })
+	p.goGuard("reaper", func() { reap.Loop(ctx, nil) })
+	if err := shutdown.DisableCAD(); err != nil {
+		p.logf("%v", err)
+	}
+	p.goGuard("signals", func() { shutdown.Signals(ctx, p.reqs) })
+
+	info, err := bootinfo.Read(bootinfo.Path)
+	if err != nil {
+		p.logf("%v (booted without the early stage?)", err)
+		if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
+			if c, err := cmdline.Parse(string(raw)); err == nil {
+				info.Slot, info.Version = c.Slot, c.Version
+			}
+		}
+	}
+	p.info = info
+	p.debugf("bootinfo read")
+	if p.os, err = osinfo.Load(osinfo.Path); err != nil {
+		p.logf("%v", err)
+	}
+	if p.os.Hostname == "" {
+		p.os.Hostname = "cairn"
+	}
+	version := info.Version
+	if version == "" {
+		version = p.os.Version
+	}
+
+	for _, m := range []struct{ src, dst, typ, data string }{
+		{"tmpfs", "/tmp", "tmpfs", "mode=1777"},
+		{"tmpfs", "/etc", "tmpfs", "mode=0755"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", "nsdelegate"},
+	} {
+		if ok, _ := mount.IsMountpoint(m.dst); ok {
+			continue
+		}
+		if err := mount.Mount(m.src, m.dst, m.typ, unix.MS_NOSUID|unix.MS_NODEV, m.data); err != nil {
+			p.logf("%v", err)
+		}
+	}
+	if err := enableControllers("/sys/fs/cgroup"); err != nil {
+		p.logf("%v", err)
+	}
+	p.debugf("mounts done")
+	p.setupEtc()
+	p.debugf("etc done")
+
+	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
+	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
+
+	p.goGuard("modules", func() { p.loadModules(ctx) })
+	pb := &shutdown.PowerButton{SysInput: "/sys/class/input", DevInput: "/dev/input", Logf: p.log.Func("shutdown")}
+	p.goGuard("power button", func() {
+		<-p.modsDone
+		pb.Watch(ctx, 2*time.Second, p.reqs)
+	})
+
+	now := bootinfo.Now()
+	p.log.Line(fmt.Sprintf("CAIRN-READY version=%s slot=%s boot_ms=%d", version, info.Slot, now.Milliseconds()))
+	if info.EarlyStartMs > 0 {
+		p.logf("boot timing (ms, CLOCK_BOOTTIME): early start %.0f, modules done %.0f, root mounted %.0f, switch_root %.0f, ready %d (early start -> ready %.0f)",
+			info.EarlyStartMs, info.ModulesDoneMs, info.RootMountedMs, info.SwitchRootMs, now.Milliseconds(), float64(now.Milliseconds())-info.EarlyStartMs)
+	}
+	// A later issue gates this on health checks; for now bless right away.
+	p.goGuard("bless", func() {
+		<-p.modsDone
+		if err := p.Bless(ctx); err != nil {
+			p.log.Printf("bootcount", "%v", err)
+		}
+	})
+}
+
+func (p *pid1) setupEtc() {
+	if err := unix.Sethostname([]byte(p.os.Hostname)); err != nil {
+		p.logf("sethostname: %v", err)
+	}
+	id, ok := etc.LoadMachineID(MachineIDPath)
+	if !ok {
+		var err error
+		if id, err = etc.NewMachineID(bootRandom{}); err != nil {
+			p.logf("%v", err)
+		}
+		// Persist after READY: the first write to a just-grown STATE can
+		// wait for ext4 for a second under TCG.
+		p.goGuard("machine-id", func() {
+			if err := etc.SaveMachineID(MachineIDPath, id); err != nil {
+				p.logf("%v (not persisted)", err)
+				return
+			}
+			p.logf("machine-id %s created", id)
+		})
+	}
+	if err := etc.Populate(etc.Config{Dir: "/etc", Hostname: p.os.Hostname, MachineID: id, Skeleton: Skeleton}); err != nil {
+		p.logf("%v", err)
+	}
+}
+
+// bootRandom reads getrandom(GRND_INSECURE): it never blocks. Under TCG
+// without virtio-rng the kernel CRNG takes about a second to initialise, and
+// crypto/rand would wait for it before READY. A machine id must be unique,
+// not secret.
+type bootRandom struct{}
+
+func (bootRandom) Read(b []byte) (int, error) {
+	n, err := unix.Getrandom(b, unix.GRND_INSECURE)
+	if err != nil {
+		return n, fmt.Errorf("getrandom: %w", err)
+	}
+	return n, nil
+}
+
+// enableControllers enables every available controller for the children of
+// the cgroup2 root.
+func enableControllers(root string) error {
+	b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	var errs []error
+	for _, c := range strings.Fields(string(b)) {
+		if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+"+c), 0); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup: enable %s: %w", c, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// loadModules loads the root's cairn.load set and runs coldplug, after
+// READY. It closes p.modsDone when finished.
+func (p *pid1) loadModules(ctx context.Context) {
+	defer close(p.modsDone)
+	start := bootinfo.Now()
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		p.logf("uname: %v", err)
+		return
+	}
+	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	ix, err := kmod.LoadIndex(dir)
+	if err != nil {
+		p.logf("modules: %v", err)
+		return
+	}
+	p.modules = kmod.NewSet(ix, kmod.FinitLoader{})
+	p.modules.SetClock(bootinfo.Now)
+	err = early.LoadModules(ctx, p.modules, filepath.Join(dir, "cairn.load"), p.log.Func("modules"), p.debug)
+	if err != nil {
+		p.log.Printf("modules", "%v", err)
+	}
+	p.log.Printf("modules", "done: %d modules in %dms", p.modules.Count(), (bootinfo.Now() - start).Milliseconds())
+}
+
+// LoadModules loads extra modules by name (for example efivarfs) through
+// the root's module set; it waits for the deferred loading first.
+func (p *pid1) LoadModules(ctx context.Context, names ...string) error {
+	<-p.modsDone
+	if p.modules == nil {
+		return errors.New("no module index")
+	}
+	_, err := p.modules.Load(ctx, names)
+	return err
+}
+
+func (p *pid1) flushLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.persist.Flush(); err != nil {
+				// Report once per failure kind to the console only.
+				fmt.Fprintf(os.Stdout, "cairn: log: %v\n", err)
+			}
+		}
+	}
+}
+
+// kmsg copies the kernel log into the ring (the kernel prints to the
+// console itself, according to its loglevel).
+func (p *pid1) kmsg(ctx context.Context) {
+	f, err := os.Open("/dev/kmsg")
+	if err != nil {
+		p.logf("kmsg: %v", err)
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 8192) // one read(2) returns one record
+	for ctx.Err() == nil {
+		n, err := f.Read(buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue // overwritten records; next read resumes
+		}
+		if err != nil {
+			p.logf("kmsg: %v", err)
+			return
+		}
+		rec, err := logring.ParseKmsg(buf[:n])
+		if err != nil {
+			continue
+		}
+		p.log.RingOnly(fmt.Sprintf("kernel: [%d.%06d] <%d> %s", rec.Time/time.Second, (rec.Time%time.Second)/time.Microsecond, rec.Level, rec.Message))
+	}
+}
+
+func (p *pid1) shutdown(req shutdown.Request) {
+	err := shutdown.Run(req, shutdown.Options{
+		Logf: p.log.Func("shutdown"),
+		Line: p.log.Line,
+		Persist: func() error {
+			if p.persist == nil {
+				return nil
+			}
+			return p.persist.Flush()
+		},
+		Unmount: []string{ESPMount, "/var"},
+	})
+	p.log.Printf("shutdown", "%v", err)
+}
