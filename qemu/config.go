@@ -219,7 +219,9 @@ func (c *Config) Args(b BootFiles) ([]string, error) {
 	for _, p := range c.Ports {
 		nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", p.Host, p.Guest)
 	}
-	a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=n0,romfile=")
+	a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=n0,romfile=",
+		// An entropy source, so that the guest's random pool is ready at once.
+		"-device", "virtio-rng-pci")
 	if c.FwCfgFile != "" {
 		a = append(a, "-fw_cfg", "name="+FwCfgName+",file="+optEscape(c.FwCfgFile))
 	}

@@ -72,7 +72,7 @@ func TestArgs(t *testing.T) {
 		"-drive", "if=pflash,format=raw,unit=0,file=/fw/CODE.fd,readonly=on",
 		"-drive", "if=pflash,format=raw,unit=1,file=/tmp/vm/VARS.fd",
 	}
-	net := []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="}
+	net := []string{"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=", "-device", "virtio-rng-pci"}
 	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 
 	tests := []struct {
@@ -112,7 +112,7 @@ func TestArgs(t *testing.T) {
 			want: cat(common, pflash,
 				[]string{"-drive", "if=none,id=d0,file=/img/disk.raw,format=raw,snapshot=on", "-device", "virtio-blk-pci,drive=d0,bootindex=1"},
 				[]string{"-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22",
-					"-device", "virtio-net-pci,netdev=n0,romfile="},
+					"-device", "virtio-net-pci,netdev=n0,romfile=", "-device", "virtio-rng-pci"},
 				[]string{"-fw_cfg", "name=opt/dev.cairn/config,file=/etc/cfg.yaml"},
 				[]string{"-qmp", "unix:/run/q.sock,server=on,wait=off"},
 				[]string{"-no-reboot", "-cpu", "max"}),

@@ -27,9 +27,9 @@ var (
 	bootModules         = []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"}
 	optionalBootModules = []string{"virtio_scsi", "sd_mod", "nvme", "ahci"}
 	bootLoad            = []string{"dm-verity", "erofs"}
-	systemLoad          = []string{"efivarfs", "vfat", "nls_cp437", "nls_ascii"}
 	systemModules       = []string{
-		"virtio_net", "qemu_fw_cfg", "button", "evdev",
+		"efivarfs", "vfat", "nls_cp437", "nls_ascii", // boot counting: loaded on demand
+		"virtio_net", "virtio-rng", "qemu_fw_cfg", "button", "evdev",
 		"overlay", "veth", "bridge",
 		"nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct",
 	}
@@ -70,11 +70,15 @@ func moduleFiles(modulesDir string, mods []kmod.Module, load []string) (map[stri
 		return nil, err
 	}
 	files["modules.alias"] = alias
-	builtin, err := os.ReadFile(filepath.Join(modulesDir, "modules.builtin"))
-	if err != nil {
-		return nil, fmt.Errorf("read modules.builtin: %w", err)
+	// The built-in lists let the loader resolve aliases (crypto-crc32c) to
+	// built-in code instead of a module the CPU may not support.
+	for _, name := range []string{"modules.builtin", "modules.builtin.modinfo"} {
+		data, err := os.ReadFile(filepath.Join(modulesDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		files[name] = data
 	}
-	files["modules.builtin"] = builtin
 	var l bytes.Buffer
 	for _, name := range load {
 		fmt.Fprintln(&l, name)

@@ -25,9 +25,9 @@ import (
 	"cairn.dev/cairn/init/kmod"
 	"cairn.dev/cairn/init/logring"
 	"cairn.dev/cairn/init/mount"
-	"cairn.dev/cairn/init/osinfo"
 	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/init/shutdown"
+	"cairn.dev/cairn/os/schema"
 )
 
 // Paths of the system stage.
@@ -38,6 +38,8 @@ const (
 	Skeleton      = "/usr/share/cairn/etc"
 	ESPMount      = "/efi"
 	Efivars       = "/sys/firmware/efi/efivars"
+	// OSFile is where the image builder puts the OS file in the root.
+	OSFile = "/usr/share/cairn/os.yaml"
 )
 
 // pid1 holds the state of the running system stage.
@@ -46,7 +48,7 @@ type pid1 struct {
 	logf    func(string, ...any)
 	persist *logring.Persister
 	info    bootinfo.Info
-	os      osinfo.Info
+	os      *schema.OS
 	modules *kmod.Set
 	reqs    chan shutdown.Request
 	debug   bool
@@ -125,11 +127,9 @@ func (p *pid1) start(ctx context.Context) {
 	}
 	p.info = info
 	p.debugf("bootinfo read")
-	if p.os, err = osinfo.Load(osinfo.Path); err != nil {
-		p.logf("%v", err)
-	}
-	if p.os.Hostname == "" {
-		p.os.Hostname = "cairn"
+	if p.os, err = schema.Load(OSFile); err != nil {
+		p.logf("os file: %v", err)
+		p.os = &schema.OS{Name: "cairn", Hostname: "cairn"}
 	}
 	version := info.Version
 	if version == "" {

@@ -78,7 +78,7 @@ func validate(o *OS, d *decoder) {
 	if o.Hostname == "" {
 		o.Hostname = o.Name
 	} else if !validHostname(o.Hostname) {
-		bad("hostname", "%q is not a valid host name (dot-separated labels of letters, digits and dashes, at most 253 characters)", o.Hostname)
+		bad("hostname", "%q is not a valid host name (dot-separated labels of letters, digits and dashes, at most 64 characters)", o.Hostname)
 	}
 
 	if o.Kernel.Flavour == "" {
@@ -158,7 +158,7 @@ func underRoots(p string) bool {
 }
 
 func validHostname(h string) bool {
-	if len(h) > 253 {
+	if len(h) > 64 { // the kernel's HOST_NAME_MAX
 		return false
 	}
 	for _, l := range strings.Split(h, ".") {

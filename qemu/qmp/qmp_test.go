@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -65,10 +66,13 @@ func reply(req map[string]any, body string) string {
 }
 
 func TestClientExecute(t *testing.T) {
+	var mu sync.Mutex
 	var seen []string
 	sock := fakeServer(t, func(req map[string]any) []string {
 		cmd := req["execute"].(string)
+		mu.Lock()
 		seen = append(seen, cmd)
+		mu.Unlock()
 		switch cmd {
 		case "qmp_capabilities":
 			return []string{reply(req, `"return": {}`)}
@@ -131,6 +135,8 @@ func TestClientExecute(t *testing.T) {
 	if _, err := c.Execute("quit", nil); err != nil {
 		t.Fatalf("quit with hang-up: %v", err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	want := []string{"qmp_capabilities", "query-status", "system_powerdown", "human-monitor-command", "quit"}
 	if strings.Join(seen, ",") != strings.Join(want, ",") {
 		t.Errorf("server saw %v, want %v", seen, want)
