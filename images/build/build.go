@@ -103,7 +103,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	rootPath := filepath.Join(tmp, o.Name+".root.img")
+	rootPath := filepath.Join(tmp, o.Name+".root.erofs")
 	v, err := rootfs.Build(ctx, rootTree, rootPath, rootfs.Options{BuildTime: mtime, Salt: veritySalt(o)})
 	if err != nil {
 		return nil, fmt.Errorf("root file system: %w", err)
@@ -186,7 +186,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	// Hash, then move everything into place; the manifest goes last so that
 	// its presence means a complete build.
 	outputs := []struct{ name, kind string }{
-		{imgName, "disk"}, {o.Name + ".root.img", "root"}, {o.Name + ".A.efi", "uki"}, {o.Name + ".B.efi", "uki"},
+		{imgName, "disk"}, {o.Name + ".root.erofs", "root"}, {o.Name + ".A.efi", "uki"}, {o.Name + ".B.efi", "uki"},
 	}
 	for _, out := range outputs {
 		p := filepath.Join(tmp, out.name)

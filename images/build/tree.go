@@ -20,13 +20,15 @@ import (
 )
 
 // Kernel module sets. The initramfs holds only what finding and opening the
-// root needs; devices are matched by coldplug, and bootLoad is loaded
-// unconditionally. The root holds the system set, which the system stage
+// root needs. bootLoad is loaded at once and in parallel: the virtio disk
+// path (the disk of every VM Cairn targets), dm-verity and erofs; coldplug
+// runs only when the root has not appeared once they are in (another disk
+// controller). The root holds the system set, which the system stage
 // loads (systemLoad) or coldplug and later features pick from.
 var (
 	bootModules         = []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"}
 	optionalBootModules = []string{"virtio_scsi", "sd_mod", "nvme", "ahci"}
-	bootLoad            = []string{"dm-verity", "erofs"}
+	bootLoad            = []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"}
 	systemModules       = []string{
 		"efivarfs", "vfat", "nls_cp437", "nls_ascii", // boot counting: loaded on demand
 		"virtio_net", "virtio-rng", "qemu_fw_cfg", "button", "evdev",

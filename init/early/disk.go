@@ -64,10 +64,15 @@ func readDisk(devDir, name string) (*diskTable, error) {
 // findPartUUID polls the disks in sysBlock until one has a partition with
 // PARTUUID uuid, or timeout. Disks are read once each (the kernel has read
 // the partition table before it announces the disk).
-func findPartUUID(ctx context.Context, sysBlock, devDir string, uuid gpt.GUID, timeout time.Duration, logf func(string, ...any)) (*diskTable, gpt.Partition, error) {
+//
+// If loaded is not nil, findPartUUID scans once more as soon as it is closed
+// and, if the partition is still missing then, calls missing once: the
+// caller's known disk drivers are in and did not bring the root.
+func findPartUUID(ctx context.Context, sysBlock, devDir string, uuid gpt.GUID, timeout time.Duration, loaded <-chan struct{}, missing func(), logf func(string, ...any)) (*diskTable, gpt.Partition, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	seen := map[string]bool{}
+	afterLoad := false
 	t := time.NewTicker(3 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -91,10 +96,16 @@ func findPartUUID(ctx context.Context, sysBlock, devDir string, uuid gpt.GUID, t
 				return d, p, nil
 			}
 		}
+		if afterLoad && missing != nil {
+			missing()
+			missing = nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil, gpt.Partition{}, fmt.Errorf("no partition with PARTUUID %s after %v (disks: %v)", uuid, timeout, keys(seen))
 		case <-t.C:
+		case <-loaded:
+			loaded, afterLoad = nil, true
 		}
 	}
 }

@@ -95,7 +95,8 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	}
 	info := bootinfo.Info{Slot: p.Slot, Version: p.Version, EarlyStartMs: bootinfo.Ms(start)}
 
-	// Modules: cairn.load plus coldplug, in parallel with the disk search.
+	// Modules: cairn.load (the known disk path, dm-verity, erofs) at once;
+	// coldplug only if the root has not shown up once they are in.
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		return fmt.Errorf("uname: %w", err)
@@ -107,18 +108,25 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	}
 	set := kmod.NewSet(ix, kmod.FinitLoader{})
 	set.SetClock(bootinfo.Now)
-	modsDone := make(chan error, 1)
-	_, debug := p.Args["cairn.debug"]
-	go func() {
-		modsDone <- LoadModules(ctx, set, filepath.Join(modDir, "cairn.load"), logf, debug)
-	}()
+	_, verbose := p.Args["cairn.debug"]
+	debugf := func(format string, args ...any) {
+		if verbose {
+			logf("debug t=%.3f "+format, append([]any{bootinfo.Now().Seconds()}, args...)...)
+		}
+	}
+	debugf("module index read")
+	mods, err := startModules(ctx, set, filepath.Join(modDir, "cairn.load"))
+	if err != nil {
+		return err
+	}
 
 	uuid, err := gpt.ParseGUID(p.RootPARTUUID)
 	if err != nil {
 		return err
 	}
-	disk, rootPart, err := findPartUUID(ctx, "/sys/block", "/dev", uuid, rootTimeout, logf)
+	disk, rootPart, err := findPartUUID(ctx, "/sys/block", "/dev", uuid, rootTimeout, mods.loaded, mods.coldplug, logf)
 	if err != nil {
+		mods.finish(logf, verbose)
 		return err
 	}
 	rootName, err := partitionNode("/sys/block", disk.Name, rootPart.Index)
@@ -130,7 +138,24 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 		return err
 	}
 	info.Disk, info.Root = "/dev/"+disk.Name, rootDev
-	if err := <-modsDone; err != nil {
+	debugf("root partition %s found", rootDev)
+
+	// STATE needs only the disk (ext4 is built in): mount it now, beside the
+	// remaining module loads and the root, and move it under the root later.
+	stateDone := make(chan stateResult, 1)
+	go func() {
+		var r stateResult
+		defer func() {
+			if x := recover(); x != nil {
+				r.err = fmt.Errorf("panic: %v\n%s", x, debug.Stack())
+			}
+			stateDone <- r
+		}()
+		r = mountState(ctx, disk, stateStage, logf)
+		debugf("STATE mounted")
+	}()
+
+	if err := mods.finish(logf, verbose); err != nil {
 		return err
 	}
 	now := bootinfo.Now()
@@ -151,16 +176,49 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	now = bootinfo.Now()
 	info.RootMountedMs = bootinfo.Ms(now)
 	logf("root mounted t=%.3f %s on %s (erofs, verity)", now.Seconds(), dm, SysRoot)
+	pf := p.Args["cairn.xprefetch"]
+	pfDone := make(chan struct{})
+	if pf != "" {
+		go func() {
+			defer close(pfDone)
+			t0 := bootinfo.Now()
+			f, err := os.Open(filepath.Join(SysRoot, NextInit))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			buf := make([]byte, 1<<20)
+			n := 0
+			for {
+				k, err := f.Read(buf)
+				n += k
+				if err != nil {
+					break
+				}
+			}
+			debugf("prefetched %s: %d bytes in %dms", NextInit, n, (bootinfo.Now() - t0).Milliseconds())
+		}()
+	} else {
+		close(pfDone)
+	}
 
 	if esp, ok := disk.Table.ByType(mustGUID(ESPType)); ok {
 		if n, err := partitionNode("/sys/block", disk.Name, esp.Index); err == nil {
 			info.ESP = "/dev/" + n
 		}
 	}
-	if err := mountState(ctx, disk, &info, logf); err != nil {
-		return err
+	st := <-stateDone
+	if st.err != nil {
+		return st.err
+	}
+	info.State, info.StateGrownFrom = st.dev, st.grownFrom
+	if err := unix.Mount(stateStage, filepath.Join(SysRoot, "var"), "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move STATE to %s/var: %w", SysRoot, err)
 	}
 
+	if pf == "wait" {
+		<-pfDone
+	}
 	now = bootinfo.Now()
 	info.SwitchRootMs = bootinfo.Ms(now)
 	logf("switch_root t=%.3f", now.Seconds())
@@ -171,6 +229,81 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	_ = os.WriteFile(EarlyLog, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "CAIRN_EARLY_START_MS=" + fmt.Sprintf("%.1f", info.EarlyStartMs)}
 	return mount.SwitchRoot(SysRoot, NextInit, []string{NextInit}, env)
+}
+
+// stateStage is where STATE is mounted in the initramfs before it is moved
+// to /sysroot/var.
+const stateStage = "/state"
+
+type stateResult struct {
+	dev       string
+	grownFrom uint64
+	err       error
+}
+
+// bootModules loads the listed boot modules at once; coldplug (another disk
+// controller than the listed ones) runs only when the root finder asks for
+// it, that is when the root is still missing once the listed modules are in.
+type bootModules struct {
+	set     *kmod.Set
+	list    string
+	loadErr error
+	loaded  chan struct{} // closed when the listed modules are in
+
+	cpCtx    context.Context
+	cpCancel context.CancelFunc
+	cpDone   chan struct{}
+	cpRan    bool
+	cpStats  kmod.ColdplugStats
+	cpErr    error
+}
+
+func startModules(ctx context.Context, set *kmod.Set, list string) (*bootModules, error) {
+	names, err := kmod.ReadList(list)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	cpCtx, cancel := context.WithCancel(ctx)
+	m := &bootModules{set: set, list: list, loaded: make(chan struct{}), cpCtx: cpCtx, cpCancel: cancel, cpDone: make(chan struct{})}
+	go func() {
+		defer close(m.loaded)
+		_, m.loadErr = set.Load(ctx, names)
+	}()
+	return m, nil
+}
+
+// coldplug starts coldplug in the background; finish stops it.
+func (m *bootModules) coldplug() {
+	m.cpRan = true
+	go func() {
+		defer close(m.cpDone)
+		m.cpStats, m.cpErr = m.set.Coldplug(m.cpCtx, "/sys")
+	}()
+}
+
+// finish stops a coldplug still running (the root has been found) and waits
+// for the listed modules. A failing listed module is an error.
+func (m *bootModules) finish(logf func(string, ...any), verbose bool) error {
+	m.cpCancel()
+	<-m.loaded
+	if m.cpRan {
+		<-m.cpDone
+	}
+	if verbose {
+		for _, r := range m.set.Results() {
+			logf("module %s: %s-%s took %dms err=%v", r.Module, fmtT(r.Start), fmtT(r.Start+r.Took), r.Took.Milliseconds(), r.Err)
+		}
+		if m.cpRan {
+			logf("coldplug rounds %d, round times %v, sysfs scan times %v", m.cpStats.Rounds, m.cpStats.RoundTimes, m.cpStats.ScanTimes)
+		}
+	}
+	if m.cpErr != nil && !errors.Is(m.cpErr, context.Canceled) {
+		logf("coldplug (%d rounds): %v", m.cpStats.Rounds, strings.ReplaceAll(m.cpErr.Error(), "\n", "; "))
+	}
+	if m.loadErr != nil {
+		return fmt.Errorf("load %s: %w", m.list, m.loadErr)
+	}
+	return nil
 }
 
 // LoadModules loads the modules named in list (if it exists) and runs
@@ -220,32 +353,35 @@ func mustGUID(s string) gpt.GUID {
 }
 
 // mountState finds STATE on the root's disk, grows it to the disk's end if
-// needed, mounts it at /sysroot/var and grows ext4 online. Growth failures
-// are logged, not fatal: the file system is still usable at its old size.
-func mountState(ctx context.Context, disk *diskTable, info *bootinfo.Info, logf func(string, ...any)) error {
+// needed, mounts it at target and grows ext4 online. Growth failures are
+// logged, not fatal: the file system is still usable at its old size.
+func mountState(ctx context.Context, disk *diskTable, target string, logf func(string, ...any)) (r stateResult) {
 	st, ok := disk.Table.ByType(mustGUID(StateType))
 	if !ok {
-		return fmt.Errorf("no STATE partition (type %s) on %s", StateType, disk.Name)
+		r.err = fmt.Errorf("no STATE partition (type %s) on %s", StateType, disk.Name)
+		return r
 	}
 	name, err := partitionNode("/sys/block", disk.Name, st.Index)
 	if err != nil {
-		return err
+		r.err = err
+		return r
 	}
 	dev := "/dev/" + name
-	info.State = dev
+	r.dev = dev
 	if err := mount.WaitFile(ctx, dev, rootTimeout); err != nil {
-		return err
+		r.err = err
+		return r
 	}
 	grown, err := growState(disk, st, logf)
 	if err != nil {
 		logf("grow STATE: %v (continuing at the old size)", err)
 	}
 	if grown.Grown {
-		info.StateGrownFrom = grown.OldLastLBA
+		r.grownFrom = grown.OldLastLBA
 	}
-	target := filepath.Join(SysRoot, "var")
 	if err := mount.Mount(dev, target, "ext4", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return err
+		r.err = err
+		return r
 	}
 	ss := uint64(disk.Table.SectorSize)
 	last := st.LastLBA
@@ -260,7 +396,7 @@ func mountState(ctx context.Context, disk *diskTable, info *bootinfo.Info, logf 
 	case grown.Grown:
 		logf("STATE %s grown: partition LBA %d -> %d (%d MiB), ext4 %d -> %d blocks", dev, grown.OldLastLBA, grown.NewLastLBA, size>>20, oldB, newB)
 	}
-	return nil
+	return r
 }
 
 func growState(disk *diskTable, st gpt.Partition, logf func(string, ...any)) (gpt.GrowResult, error) {

@@ -17,6 +17,11 @@ import (
 // (tty, mem, net, block, ...) carry no modalias, and skipping them and the
 // thousands of directories under /sys/devices matters under TCG.
 func Modaliases(sysfs string) ([]string, error) {
+	return modaliases(context.Background(), sysfs)
+}
+
+// modaliases is Modaliases, stopping early when ctx is done.
+func modaliases(ctx context.Context, sysfs string) ([]string, error) {
 	seen := map[string]bool{}
 	var dirs []string
 	buses, err := os.ReadDir(filepath.Join(sysfs, "bus"))
@@ -28,6 +33,9 @@ func Modaliases(sysfs string) ([]string, error) {
 	}
 	dirs = append(dirs, filepath.Join(sysfs, "class", "input"))
 	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("kmod: %w", err)
+		}
 		ents, err := os.ReadDir(d)
 		if err != nil {
 			continue
@@ -73,7 +81,7 @@ func (s *Set) Coldplug(ctx context.Context, sysfs string) (ColdplugStats, error)
 		st.Rounds++
 		t0 := time.Now()
 		done := func() { st.RoundTimes = append(st.RoundTimes, time.Since(t0).Round(time.Millisecond)) }
-		aliases, err := Modaliases(sysfs)
+		aliases, err := modaliases(ctx, sysfs)
 		if err != nil {
 			return st, err
 		}

@@ -284,6 +284,30 @@ func (v *VM) Powerdown(t testing.TB) {
 	v.QMP(t, "system_powerdown", nil)
 }
 
+// PowerOff presses the power button until the guest prints
+// "cairn: shutdown complete", then waits for QEMU to exit. Like a person, it
+// presses again every few seconds: a press that arrives before PID 1 watches
+// the power key (just after READY) is lost, as on real hardware.
+func (v *VM) PowerOff(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := v.TryQMP("system_powerdown", nil); err != nil && !v.exited() {
+			t.Fatalf("harness: system_powerdown: %v\n%s", err, v.report())
+		}
+		_, err := v.Console().WaitFor(v.ctx, qemu.Substr("cairn: shutdown complete"), 5*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || v.exited() {
+			t.Fatalf("harness: no clean shutdown within %s: %v\n%s", timeout, err, v.report())
+		}
+	}
+	if err := v.WaitExit(t, time.Until(deadline)+10*time.Second); err != nil {
+		t.Fatalf("harness: QEMU after power-off: %v\n%s", err, v.report())
+	}
+}
+
 // Reset hard-resets the VM (QMP system_reset), like pressing reset.
 func (v *VM) Reset(t testing.TB) {
 	t.Helper()

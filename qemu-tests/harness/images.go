@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"cairn.dev/cairn/images/manifest"
 )
 
 // BuildTimeout bounds one `cairn build`.
@@ -159,12 +161,19 @@ func (im *Images) run(osFile, key string, args []string) (path, log string, err 
 	if err != nil {
 		return "", log, fmt.Errorf("%s %s: %w", bin, strings.Join(cmdArgs, " "), err)
 	}
-	imgs, err := filepath.Glob(filepath.Join(out, "*.img"))
+	// The manifest names the disk image among the artifacts.
+	ms, err := filepath.Glob(filepath.Join(out, "*.manifest.json"))
+	if err != nil || len(ms) != 1 {
+		return "", log, fmt.Errorf("want exactly one manifest in %s after the build, found %d (%v)", out, len(ms), err)
+	}
+	m, err := manifest.Read(ms[0])
 	if err != nil {
-		return "", log, fmt.Errorf("glob: %w", err)
+		return "", log, err
 	}
-	if len(imgs) != 1 {
-		return "", log, fmt.Errorf("want exactly one *.img in %s after the build, found %d", out, len(imgs))
+	for _, a := range m.Artifacts {
+		if a.Kind == "disk" {
+			return filepath.Join(out, a.Name), log, nil
+		}
 	}
-	return imgs[0], log, nil
+	return "", log, fmt.Errorf("manifest %s lists no disk image", ms[0])
 }
