@@ -9,7 +9,7 @@ NAME       := $(basename $(notdir $(OS_FILE)))
 # Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; the rest are
 # the reference tools the tests check our pure-Go writers against.
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
-              erofs-utils cryptsetup-bin cpio zstd kmod busybox-static ca-certificates
+              erofs-utils cryptsetup-bin cpio zstd kmod binutils ca-certificates
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 TEST_TIMEOUT ?= 40m
@@ -61,7 +61,7 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 bench: deps build
-	$(GO) run ./bench/boot -image $(OUT)/$(NAME).img
+	$(GO) run ./bench/boot -n 5 -os $(OS_FILE) -out $(OUT)
 
 clean:
 	rm -rf bin $(OUT)

@@ -6,12 +6,17 @@
 //	cairn: early: start t=<seconds of CLOCK_BOOTTIME>   (first line of PID 1)
 //	CAIRN-READY version=<v> slot=<A|B> boot_ms=<ms of CLOCK_BOOTTIME>
 //
+// With -os FILE it first builds the image with bin/cairn (one warm-up build,
+// then -builds timed builds with a warm cache) and reports the build time,
+// the raw and zstd-compressed image sizes and the root file system size.
+//
 // It reports, per mode, the median/min/max of kernel start → PID 1 (guest
 // clock), PID 1 → READY (guest clock) and QEMU start → READY (host wall
 // clock), as a Markdown table followed by JSON. Disk writes are discarded
 // (snapshot) and every UEFI boot gets a fresh OVMF variable store.
 //
-//	go run ./bench/boot -n 5 out/cairn.img
+//	go run ./bench/boot -n 5 out/hello.img
+//	go run ./bench/boot -n 5 -os os/examples/hello.yaml   (what `make bench` runs)
 package main
 
 import (
@@ -60,6 +65,7 @@ type Stat struct {
 // Report is the JSON output.
 type Report struct {
 	Image   string                     `json:"image"`
+	Build   *BuildStats                `json:"build,omitempty"`
 	Runs    int                        `json:"runs_per_mode"`
 	Host    string                     `json:"host_note"`
 	Summary map[string]map[string]Stat `json:"summary"` // mode → metric → stat
@@ -191,16 +197,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "limit per boot")
 	mem := fs.String("mem", qemu.DefaultMem, "guest memory")
 	jsonOut := fs.String("json", "", "also write the JSON report to `FILE`")
+	osFile := fs.String("os", "", "build this OS `file` first and measure the build and the image sizes")
+	cairn := fs.String("cairn", "bin/cairn", "the cairn `binary` used with -os")
+	outDir := fs.String("out", "out", "output `directory` for -os builds")
+	builds := fs.Int("builds", 3, "timed warm-cache builds with -os")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: boot [flags] IMAGE")
+		fmt.Fprintln(fs.Output(), "usage: boot [flags] IMAGE\n       boot [flags] -os FILE")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	var bs *BuildStats
+	switch {
+	case *osFile != "" && fs.NArg() == 0:
+		var err error
+		if bs, err = measureBuild(ctx, *cairn, *osFile, *outDir, *builds, stderr); err != nil {
+			return err
+		}
+	case *osFile == "" && fs.NArg() == 1:
+	default:
 		fs.Usage()
-		return errors.New("want exactly one IMAGE")
+		return errors.New("want exactly one IMAGE, or -os FILE")
 	}
 	if *n < 1 {
 		return fmt.Errorf("-n %d: want at least 1", *n)
@@ -212,10 +230,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	img := fs.Arg(0)
+	if bs != nil {
+		img = bs.Image
+	}
 	if _, err := os.Stat(img); err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
-	r := Report{Image: img, Runs: *n, Host: hostNote()}
+	r := Report{Image: img, Build: bs, Runs: *n, Host: hostNote()}
 	for i := range *n {
 		for _, mode := range modes {
 			cfg := qemu.Config{Image: img, Direct: mode == "direct", Mem: *mem, Snapshot: true, NoReboot: true}
@@ -235,6 +256,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	r.Summary = summary(r.Samples, modes)
+	if bs != nil {
+		writeBuildMarkdown(stdout, bs)
+	}
 	writeMarkdown(stdout, r, modes)
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {

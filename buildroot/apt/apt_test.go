@@ -223,10 +223,20 @@ func TestFetch(t *testing.T) {
 			wantErr: "sha256 mismatch",
 		},
 		{
-			name:    "vanished pin without family",
+			name:    "vanished package without family",
 			apt:     &fakeApt{archive: archive(false)},
 			req:     Request{Pin: pin56},
-			wantErr: "was not found",
+			wantErr: "has no installable candidate version",
+		},
+		{
+			name: "vanished version without family falls back to the candidate",
+			apt: &fakeApt{archive: map[string]map[string][]byte{
+				"linux-image-6.1.0-57-cloud-amd64": {"6.1.200-1": k57},
+			}},
+			req:       Request{Pin: Pin{"linux-image-6.1.0-57-cloud-amd64", "6.1.199-1", sum(k56)}},
+			want:      Result{Name: "linux-image-6.1.0-57-cloud-amd64", Version: "6.1.200-1", SHA256: sum(k57), Fallback: true, Pinned: "linux-image-6.1.0-57-cloud-amd64=6.1.199-1"},
+			wantCalls: -1,
+			wantLog:   "no longer in the archive",
 		},
 		{
 			name:    "download failure while the version exists is not a fallback",

@@ -53,8 +53,8 @@ func (f *Fetcher) logf(format string, a ...any) {
 // Fetch returns a cached or downloaded .deb for req. A cached file whose
 // sha256 matches the pin is used without running apt at all. A download
 // whose sha256 differs from the pin is an error (never a fallback). If the
-// pinned version is gone from the archive and req.Family is set, the newest
-// family member is fetched instead, verified against the archive's SHA256,
+// pinned version is gone from the archive, the newest family member (with
+// req.Family) or the package's candidate version (without) is fetched instead, verified against the archive's SHA256,
 // and a warning is logged.
 func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Result, error) {
 	p := req.Pin
@@ -66,7 +66,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Result, error) {
 		if dlErr == nil {
 			return res, nil
 		}
-		if errors.Is(dlErr, ErrChecksum) || req.Family == nil {
+		if errors.Is(dlErr, ErrChecksum) {
 			return nil, dlErr
 		}
 		recs, err := Show(ctx, f.runner(), p.Name, p.Version)
@@ -84,7 +84,16 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Result, error) {
 	} else {
 		f.logf("warning: no pin for %s<N>%s in the lock file; using the newest", req.Family.Prefix, req.Family.Suffix)
 	}
-	res, err := f.fallback(ctx, *req.Family)
+	// A family falls back to its newest member (a kernel ABI that left the
+	// archive is replaced by a newer ABI); a single package to its candidate.
+	name := p.Name
+	if req.Family != nil {
+		var err error
+		if name, err = Newest(ctx, f.runner(), *req.Family); err != nil {
+			return nil, fmt.Errorf("apt: fallback for %s=%s: %w", p.Name, p.Version, err)
+		}
+	}
+	res, err := f.fallback(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("apt: fallback for %s=%s: %w", p.Name, p.Version, err)
 	}
@@ -96,12 +105,8 @@ func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Result, error) {
 	return res, nil
 }
 
-func (f *Fetcher) fallback(ctx context.Context, fam Family) (*Result, error) {
+func (f *Fetcher) fallback(ctx context.Context, name string) (*Result, error) {
 	r := f.runner()
-	name, err := Newest(ctx, r, fam)
-	if err != nil {
-		return nil, err
-	}
 	ver, err := Candidate(ctx, r, name)
 	if err != nil {
 		return nil, err

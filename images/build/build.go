@@ -65,7 +65,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	art, err := buildroot.Fetch(ctx, buildroot.Options{
 		CacheDir: opts.CacheDir, LockFile: opts.LockFile, Flavour: o.Kernel.Flavour,
 		Log: func(format string, args ...any) {
-			msg := fmt.Sprintf(format, args...)
+			msg := strings.TrimPrefix(fmt.Sprintf(format, args...), "warning: ")
 			warnings = append(warnings, msg)
 			logf("warning: %s", msg)
 		},
@@ -285,5 +285,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
-
-

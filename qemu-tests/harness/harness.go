@@ -38,6 +38,9 @@ const TailLines = 60
 // when running in CI (CI=true), where a missing QEMU is a setup bug.
 func RequireQEMU(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("harness: QEMU scenario skipped in -short mode")
+	}
 	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("harness: %s is required in CI: %v", qemu.DefaultBinary, err)

@@ -114,7 +114,9 @@ func TestImagesBuildOnce(t *testing.T) {
 [ "$1" = build ] && [ "$2" = -o ] || exit 3
 eval last=\${$#}
 case "$last" in *bad.yaml) echo "boom: bad OS file" >&2; exit 1;; esac
-touch "$3/$(basename "$last" .yaml).img"
+name=$(basename "$last" .yaml)
+touch "$3/$name.img" "$3/$name.root.erofs"
+echo '{"artifacts":[{"name":"'$name'.root.erofs","kind":"root"},{"name":"'$name'.img","kind":"disk"}]}' > "$3/$name.manifest.json"
 `))
 	im := NewImages()
 	defer im.Close()
