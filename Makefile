@@ -9,7 +9,7 @@ NAME       := $(basename $(notdir $(OS_FILE)))
 # Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; the rest are
 # the reference tools the tests check our pure-Go writers against.
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
-              erofs-utils cryptsetup-bin cpio zstd kmod binutils ca-certificates
+              erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 TEST_TIMEOUT ?= 40m
@@ -29,7 +29,8 @@ deps:
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@[ -n "$$(ls /var/lib/apt/lists/*_Packages 2>/dev/null)" ] || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
+	@# apt-get download (the kernel) needs package lists; some images ship none.
+	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ] || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
 	@$(GO) mod download
 
 build: bin/cairn bin/cairn-init
@@ -49,13 +50,16 @@ run: image
 
 # test = lint + unit tests + QEMU scenarios (qemu-tests/ builds its own images with bin/cairn).
 test: deps build lint
+	@# Warm the Debian package cache (fetch + extract once) so the test
+	@# packages, which run in parallel, do not all race on a cold cache.
+	bin/cairn build -o $(OUT) $(OS_FILE)
 	CAIRN_BIN=$(CURDIR)/bin/cairn $(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 unit: build
 	$(GO) test -short ./...
 
 lint:
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
+	@unformatted=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' ./...)); \
 	    if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...

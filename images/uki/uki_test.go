@@ -9,27 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cairn.dev/cairn/internal/testenv"
 )
 
-// debStub extracts linuxx64.efi.stub from the cached systemd-boot-efi .deb.
+// debStub returns linuxx64.efi.stub from the pinned systemd-boot-efi package.
 func debStub(t testing.TB) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
-	}
-	debs, _ := filepath.Glob("/root/.cache/cairn/debs/systemd-boot-efi_*.deb")
-	if home, err := os.UserCacheDir(); err == nil {
-		more, _ := filepath.Glob(filepath.Join(home, "cairn/debs/systemd-boot-efi_*.deb"))
-		debs = append(debs, more...)
-	}
-	if len(debs) == 0 {
-		t.Skip("no cached systemd-boot-efi .deb")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("dpkg-deb", "-x", debs[0], dir).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb -x: %v: %s", err, out)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "usr/lib/systemd/boot/efi/linuxx64.efi.stub"))
+	b, err := os.ReadFile(testenv.Artifacts(t).Stub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -102,18 +103,19 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 		return fmt.Errorf("uname: %w", err)
 	}
 	modDir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
-	ix, err := kmod.LoadIndex(modDir)
-	if err != nil {
-		return err
-	}
-	set := kmod.NewSet(ix, kmod.FinitLoader{})
-	set.SetClock(bootinfo.Now)
 	_, verbose := p.Args["cairn.debug"]
 	debugf := func(format string, args ...any) {
 		if verbose {
 			logf("debug t=%.3f "+format, append([]any{bootinfo.Now().Seconds()}, args...)...)
 		}
 	}
+	debugf("api mounts and command line done")
+	ix, err := kmod.LoadIndex(modDir)
+	if err != nil {
+		return err
+	}
+	set := kmod.NewSet(ix, kmod.FinitLoader{})
+	set.SetClock(bootinfo.Now)
 	debugf("module index read")
 	mods, err := startModules(ctx, set, filepath.Join(modDir, "cairn.load"))
 	if err != nil {
@@ -126,8 +128,7 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	}
 	disk, rootPart, err := findPartUUID(ctx, "/sys/block", "/dev", uuid, rootTimeout, mods.loaded, mods.coldplug, logf)
 	if err != nil {
-		mods.finish(logf, verbose)
-		return err
+		return errors.Join(err, mods.finish(logf, verbose))
 	}
 	rootName, err := partitionNode("/sys/block", disk.Name, rootPart.Index)
 	if err != nil {
@@ -176,31 +177,18 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	now = bootinfo.Now()
 	info.RootMountedMs = bootinfo.Ms(now)
 	logf("root mounted t=%.3f %s on %s (erofs, verity)", now.Seconds(), dm, SysRoot)
-	pf := p.Args["cairn.xprefetch"]
-	pfDone := make(chan struct{})
-	if pf != "" {
-		go func() {
-			defer close(pfDone)
-			t0 := bootinfo.Now()
-			f, err := os.Open(filepath.Join(SysRoot, NextInit))
-			if err != nil {
-				return
-			}
-			defer f.Close()
-			buf := make([]byte, 1<<20)
-			n := 0
-			for {
-				k, err := f.Read(buf)
-				n += k
-				if err != nil {
-					break
-				}
-			}
-			debugf("prefetched %s: %d bytes in %dms", NextInit, n, (bootinfo.Now() - t0).Milliseconds())
-		}()
-	} else {
-		close(pfDone)
-	}
+
+	// exec would fault the new init in through dm-verity in small reads;
+	// one sequential read now is several times faster (and overlaps the
+	// wait for STATE). A read error here is dm-verity refusing a block:
+	// fail now rather than with SIGBUS in the new PID 1.
+	prefetched := make(chan error, 1)
+	go func() {
+		t0 := bootinfo.Now()
+		n, err := prefetch(filepath.Join(SysRoot, NextInit))
+		debugf("prefetched %s: %d bytes in %dms", NextInit, n, (bootinfo.Now() - t0).Milliseconds())
+		prefetched <- err
+	}()
 
 	if esp, ok := disk.Table.ByType(mustGUID(ESPType)); ok {
 		if n, err := partitionNode("/sys/block", disk.Name, esp.Index); err == nil {
@@ -216,8 +204,8 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 		return fmt.Errorf("move STATE to %s/var: %w", SysRoot, err)
 	}
 
-	if pf == "wait" {
-		<-pfDone
+	if err := <-prefetched; err != nil {
+		return fmt.Errorf("read %s%s: %w", SysRoot, NextInit, err)
 	}
 	now = bootinfo.Now()
 	info.SwitchRootMs = bootinfo.Ms(now)
@@ -229,6 +217,27 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	_ = os.WriteFile(EarlyLog, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "CAIRN_EARLY_START_MS=" + fmt.Sprintf("%.1f", info.EarlyStartMs)}
 	return mount.SwitchRoot(SysRoot, NextInit, []string{NextInit}, env)
+}
+
+// prefetch reads file into the page cache.
+func prefetch(file string) (int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // stateStage is where STATE is mounted in the initramfs before it is moved

@@ -95,34 +95,37 @@ func (p *pid1) goGuard(what string, f func()) {
 	go p.guard(what, f)
 }
 
+// start brings the system to READY with the least work first: API mounts,
+// reaper and signals, /tmp, /etc and cgroup2. Everything not needed for that
+// (kernel log forwarding, module loading and coldplug, log persistence,
+// machine-id persistence, power button, blessing) starts after READY.
 func (p *pid1) start(ctx context.Context) {
 	if err := mount.Early(); err != nil {
 		p.logf("api mounts: %v", err)
 	}
-	if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
-		if c, err := cmdline.Parse(string(raw)); err == nil {
-			_, p.debug = c.Args["cairn.debug"]
-		}
-	}
-	if b, err := os.ReadFile(early.EarlyLog); err == nil {
-		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-			p.log.Ring().Add(l)
-		}
-	}
-	p.goGuard("kmsg", func() { p.kmsg(ctx) })
 	p.goGuard("reaper", func() { reap.Loop(ctx, nil) })
 	if err := shutdown.DisableCAD(); err != nil {
 		p.logf("%v", err)
 	}
 	p.goGuard("signals", func() { shutdown.Signals(ctx, p.reqs) })
+	if b, err := os.ReadFile(early.EarlyLog); err == nil {
+		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			p.log.Ring().Add(l)
+		}
+	}
+	var cmd *cmdline.Params
+	if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
+		if c, err := cmdline.Parse(string(raw)); err == nil {
+			cmd = c
+			_, p.debug = c.Args["cairn.debug"]
+		}
+	}
 
 	info, err := bootinfo.Read(bootinfo.Path)
 	if err != nil {
 		p.logf("%v (booted without the early stage?)", err)
-		if raw, err := os.ReadFile("/proc/cmdline"); err == nil {
-			if c, err := cmdline.Parse(string(raw)); err == nil {
-				info.Slot, info.Version = c.Slot, c.Version
-			}
+		if cmd != nil {
+			info.Slot, info.Version = cmd.Slot, cmd.Version
 		}
 	}
 	p.info = info
@@ -135,6 +138,7 @@ func (p *pid1) start(ctx context.Context) {
 	if version == "" {
 		version = p.os.Version
 	}
+	p.debugf("os file read")
 
 	for _, m := range []struct{ src, dst, typ, data string }{
 		{"tmpfs", "/tmp", "tmpfs", "mode=1777"},
@@ -148,22 +152,13 @@ func (p *pid1) start(ctx context.Context) {
 			p.logf("%v", err)
 		}
 	}
+	p.debugf("mounts done")
 	if err := enableControllers("/sys/fs/cgroup"); err != nil {
 		p.logf("%v", err)
 	}
-	p.debugf("mounts done")
-	p.setupEtc()
+	p.debugf("cgroup controllers enabled")
+	saveID := p.setupEtc()
 	p.debugf("etc done")
-
-	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
-	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
-
-	p.goGuard("modules", func() { p.loadModules(ctx) })
-	pb := &shutdown.PowerButton{SysInput: "/sys/class/input", DevInput: "/dev/input", Logf: p.log.Func("shutdown")}
-	p.goGuard("power button", func() {
-		<-p.modsDone
-		pb.Watch(ctx, 2*time.Second, p.reqs)
-	})
 
 	now := bootinfo.Now()
 	p.log.Line(fmt.Sprintf("CAIRN-READY version=%s slot=%s boot_ms=%d", version, info.Slot, now.Milliseconds()))
@@ -171,6 +166,20 @@ func (p *pid1) start(ctx context.Context) {
 		p.logf("boot timing (ms, CLOCK_BOOTTIME): early start %.0f, modules done %.0f, root mounted %.0f, switch_root %.0f, ready %d (early start -> ready %.0f)",
 			info.EarlyStartMs, info.ModulesDoneMs, info.RootMountedMs, info.SwitchRootMs, now.Milliseconds(), float64(now.Milliseconds())-info.EarlyStartMs)
 	}
+
+	// After READY.
+	p.goGuard("kmsg", func() { p.kmsg(ctx) })
+	if saveID != nil {
+		p.goGuard("machine-id", saveID)
+	}
+	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
+	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
+	p.goGuard("modules", func() { p.loadModules(ctx) })
+	pb := &shutdown.PowerButton{SysInput: "/sys/class/input", DevInput: "/dev/input", Logf: p.log.Func("shutdown")}
+	p.goGuard("power button", func() {
+		<-p.modsDone
+		pb.Watch(ctx, 2*time.Second, p.reqs)
+	})
 	// A later issue gates this on health checks; for now bless right away.
 	p.goGuard("bless", func() {
 		<-p.modsDone
@@ -180,7 +189,11 @@ func (p *pid1) start(ctx context.Context) {
 	})
 }
 
-func (p *pid1) setupEtc() {
+// setupEtc sets the hostname and fills /etc. It returns the function that
+// persists a newly created machine id (nil if it was already stored), to be
+// run after READY: the first write to a just-grown STATE can wait for ext4
+// for a second under TCG.
+func (p *pid1) setupEtc() (saveID func()) {
 	if err := unix.Sethostname([]byte(p.os.Hostname)); err != nil {
 		p.logf("sethostname: %v", err)
 	}
@@ -190,19 +203,18 @@ func (p *pid1) setupEtc() {
 		if id, err = etc.NewMachineID(bootRandom{}); err != nil {
 			p.logf("%v", err)
 		}
-		// Persist after READY: the first write to a just-grown STATE can
-		// wait for ext4 for a second under TCG.
-		p.goGuard("machine-id", func() {
+		saveID = func() {
 			if err := etc.SaveMachineID(MachineIDPath, id); err != nil {
 				p.logf("%v (not persisted)", err)
 				return
 			}
 			p.logf("machine-id %s created", id)
-		})
+		}
 	}
 	if err := etc.Populate(etc.Config{Dir: "/etc", Hostname: p.os.Hostname, MachineID: id, Skeleton: Skeleton}); err != nil {
 		p.logf("%v", err)
 	}
+	return saveID
 }
 
 // bootRandom reads getrandom(GRND_INSECURE): it never blocks. Under TCG

@@ -48,6 +48,10 @@ func (p Params) Table() (string, error) {
 		Version: 1, DataDevice: p.Device, HashDevice: p.Device,
 		DataBlockSize: BlockSize, HashBlockSize: BlockSize, DataBlocks: p.DataBlocks,
 		HashName: "sha256", RootDigest: root, Salt: salt, HashStartBytes: p.DataBlocks * BlockSize,
+		// A corrupted block restarts the machine instead of failing one
+		// read: a tampered root never keeps running, and boot counting
+		// falls back to the other slot.
+		Flags: []string{"restart_on_corruption"},
 	})
 	if err != nil {
 		return "", fmt.Errorf("verity: %w", err)

@@ -8,11 +8,11 @@ func TestTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "1 /dev/vda2 /dev/vda2 4096 4096 100 100 sha256 abcd 00ff"; got != want {
+	if want := "1 /dev/vda2 /dev/vda2 4096 4096 100 100 sha256 abcd 00ff 1 restart_on_corruption"; got != want {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 	p.Salt = ""
-	if got, _ := p.Table(); got != "1 /dev/vda2 /dev/vda2 4096 4096 100 100 sha256 abcd -" {
+	if got, _ := p.Table(); got != "1 /dev/vda2 /dev/vda2 4096 4096 100 100 sha256 abcd - 1 restart_on_corruption" {
 		t.Fatalf("no salt: %q", got)
 	}
 	for _, bad := range []Params{

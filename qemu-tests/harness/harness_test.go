@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cairn.dev/cairn/internal/testenv"
 )
 
 func TestSparseCopy(t *testing.T) {
@@ -183,21 +185,17 @@ func TestCairnBinaryMissing(t *testing.T) {
 	}
 }
 
-// debianKernel exists only on the development machine: the smoke tests below
-// are dev-only and skip without it (CI boots real images instead).
-const debianKernel = "/tmp/k/boot/vmlinuz-6.1.0-56-cloud-amd64"
-
-func needKernel(t *testing.T) {
+// needKernel returns the pinned Debian kernel, fetched and extracted into
+// the cache by testenv when missing.
+func needKernel(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(debianKernel); err != nil {
-		t.Skipf("dev-only smoke test: %s absent", debianKernel)
-	}
+	return testenv.Artifacts(t).Vmlinuz
 }
 
 func TestSmokeHarnessKernelPanic(t *testing.T) {
 	RequireQEMU(t)
-	needKernel(t)
-	vm := Boot(t, Options{Kernel: debianKernel, Append: "console=ttyS0 panic=-1", NoReboot: true})
+	kernel := needKernel(t)
+	vm := Boot(t, Options{Kernel: kernel, Append: "console=ttyS0 panic=-1", NoReboot: true})
 	vm.Expect(t, "Linux version 6.1", time.Minute)
 	m := vm.ExpectRegexp(t, regexp.MustCompile(`VFS: Unable to mount root fs on (\S+)`), 90*time.Second)
 	if m[1] != "unknown-block(0,0)" {
