@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -204,24 +203,39 @@ func TestFetchErrors(t *testing.T) {
 }
 
 // TestFetchReal runs Fetch with the embedded lock against the real
-// packages: the cached .debs when present (hard-linked into a fresh cache),
-// otherwise downloaded with apt-get. It reports cold and warm timings.
+// packages. A first Fetch into the default cache (~/.cache/cairn) downloads
+// them with apt-get if missing; their .debs are then hard-linked into a
+// fresh cache, where the cold (extract + depmod) and warm runs are timed.
+// Without apt-get or network it fails under CI=true and skips elsewhere.
 func TestFetchReal(t *testing.T) {
+	shared, err := Fetch(context.Background(), Options{Log: t.Logf})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("fetching the pinned packages: %v", err)
+		}
+		t.Skipf("pinned packages unavailable: %v", err)
+	}
+	userCache, err := os.UserCacheDir() // Fetch's default CacheDir is userCache/cairn
+	if err != nil {
+		t.Fatal(err)
+	}
 	cache := t.TempDir()
 	debs := filepath.Join(cache, "debs")
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cached, _ := filepath.Glob("/root/.cache/cairn/debs/*.deb")
-	for _, c := range cached {
-		if err := os.Link(c, filepath.Join(debs, filepath.Base(c))); err != nil {
-			t.Logf("cannot link %s: %v (will download)", c, err)
+	linked := 0
+	for _, p := range shared.Packages {
+		f := &apt.Fetcher{Dir: filepath.Join(userCache, "cairn", "debs"), Runner: noApt{t}}
+		r, err := f.Fetch(context.Background(), apt.Request{Pin: apt.Pin{Name: p.Name, Version: p.Version, SHA256: p.SHA256}})
+		if err != nil {
+			t.Fatalf("%s=%s not in the default cache after Fetch: %v", p.Name, p.Version, err)
 		}
-	}
-	if len(cached) == 0 {
-		if _, err := exec.LookPath("apt-get"); err != nil {
-			t.Skip("no cached .debs and no apt-get")
+		if err := os.Link(r.Path, filepath.Join(debs, filepath.Base(r.Path))); err != nil {
+			t.Logf("cannot link %s: %v (will download)", r.Path, err)
+			continue
 		}
+		linked++
 	}
 	o := Options{CacheDir: cache, Log: t.Logf}
 	start := time.Now()
@@ -230,14 +244,18 @@ func TestFetchReal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("cold Fetch (extract + depmod): %v", time.Since(start))
-	if a.KernelRelease != "6.1.0-56-cloud-amd64" || a.Packages[0].Fallback {
+	if k := a.Packages[0]; k.Fallback {
+		// A vanished pin must not break make test: the fallback is logged
+		// and recorded, and the rest of this test holds for any 6.1 ABI.
+		t.Logf("kernel pin vanished, using %s=%s (pinned %s): update buildroot/debian.lock", k.Name, k.Version, k.Pinned)
+	} else if a.KernelRelease != "6.1.0-56-cloud-amd64" {
 		t.Errorf("artifacts %+v", a)
 	}
 	mods, err := kmod.Closure(a.ModulesDir, []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
 	if err != nil || len(mods) != 12 {
 		t.Errorf("closure: %d modules, %v", len(mods), err)
 	}
-	if len(cached) > 0 {
+	if linked == len(shared.Packages) {
 		o.Runner = noApt{t}
 	}
 	start = time.Now()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,10 +11,8 @@ import (
 
 	"cairn.dev/cairn/images/esp"
 	"cairn.dev/cairn/images/uki"
+	"cairn.dev/cairn/internal/testenv"
 )
-
-// sdbootDeb is the cached systemd-boot-efi package (dev machine only).
-const sdbootDeb = "/root/.cache/cairn/debs/systemd-boot-efi_252.39-1~deb12u2_amd64.deb"
 
 // testDisk writes a GPT disk image whose ESP holds files, and returns its path.
 func testDisk(t *testing.T, files []esp.File) string {
@@ -38,8 +35,8 @@ func testDisk(t *testing.T, files []esp.File) string {
 	return p
 }
 
-// testUKI assembles a UKI from the cached systemd stub and the Debian kernel.
-// Dev-only: it skips when the cached inputs are absent.
+// testUKI assembles a UKI from the pinned systemd stub and Debian kernel
+// (testenv fetches them when the cache is cold).
 func testUKI(t *testing.T, cmdline string) []byte {
 	t.Helper()
 	return testUKIInitrd(t, cmdline, nil)
@@ -48,29 +45,19 @@ func testUKI(t *testing.T, cmdline string) []byte {
 // testUKIInitrd is testUKI with an initrd.
 func testUKIInitrd(t *testing.T, cmdline string, initrd []byte) []byte {
 	t.Helper()
-	needKernel(t)
-	if _, err := os.Stat(sdbootDeb); err != nil {
-		t.Skipf("dev-only test: %s absent", sdbootDeb)
-	}
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb absent")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("dpkg-deb", "-x", sdbootDeb, dir).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb: %v: %s", err, out)
-	}
-	stub, err := os.ReadFile(filepath.Join(dir, "usr/lib/systemd/boot/efi/linuxx64.efi.stub"))
+	a := testenv.Artifacts(t)
+	stub, err := os.ReadFile(a.Stub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel, err := os.ReadFile(debianKernel)
+	kernel, err := os.ReadFile(a.Vmlinuz)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pe, err := uki.Assemble(stub, uki.Sections{
 		OSRel:   []byte("ID=cairn\nVERSION_ID=1.0\n"),
 		Cmdline: []byte(cmdline),
-		Uname:   []byte("6.1.0-56-cloud-amd64"),
+		Uname:   []byte(a.KernelRelease),
 		Linux:   kernel,
 		Initrd:  initrd,
 	})

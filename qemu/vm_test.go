@@ -9,12 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// debianKernel is the kernel extracted from the cached Debian .deb. It exists
-// only on the development machine, so the smoke tests using it are dev-only
-// and skip without it; CI boots real images through qemu-tests instead.
-const debianKernel = "/tmp/k/boot/vmlinuz-6.1.0-56-cloud-amd64"
+	"cairn.dev/cairn/internal/testenv"
+)
 
 func needQEMU(t *testing.T) {
 	t.Helper()
@@ -26,11 +23,11 @@ func needQEMU(t *testing.T) {
 	}
 }
 
-func needKernel(t *testing.T) {
+// needKernel returns the pinned Debian kernel, fetched and extracted into
+// the cache by testenv when missing.
+func needKernel(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(debianKernel); err != nil {
-		t.Skipf("dev-only smoke test: %s absent", debianKernel)
-	}
+	return testenv.Artifacts(t).Vmlinuz
 }
 
 // shortTemp returns a short temp dir (unix socket paths are limited to 108 bytes).
@@ -49,12 +46,12 @@ func shortTemp(t *testing.T) string {
 // -no-reboot QEMU must exit by itself, cleanly.
 func TestSmokeKernelPanicExit(t *testing.T) {
 	needQEMU(t)
-	needKernel(t)
+	kernel := needKernel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var log strings.Builder
 	vm, err := Start(ctx, Config{
-		Kernel:   debianKernel,
+		Kernel:   kernel,
 		Append:   "console=ttyS0 panic=-1",
 		NoReboot: true,
 		Console:  &log,
@@ -84,11 +81,11 @@ func TestSmokeKernelPanicExit(t *testing.T) {
 // context stops the VM.
 func TestSmokeQMPAndCancel(t *testing.T) {
 	needQEMU(t)
-	needKernel(t)
+	kernel := needKernel(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sock := filepath.Join(shortTemp(t), "qmp.sock")
-	vm, err := Start(ctx, Config{Kernel: debianKernel, Append: "console=ttyS0", QMPSocket: sock, TempDir: t.TempDir()})
+	vm, err := Start(ctx, Config{Kernel: kernel, Append: "console=ttyS0", QMPSocket: sock, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

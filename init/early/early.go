@@ -141,6 +141,14 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	info.Disk, info.Root = "/dev/"+disk.Name, rootDev
 	debugf("root partition %s found", rootDev)
 
+	// Look the ESP up before the STATE goroutine may grow (and so rewrite)
+	// the partition table.
+	if esp, ok := disk.Table.ByType(mustGUID(ESPType)); ok {
+		if n, err := partitionNode("/sys/block", disk.Name, esp.Index); err == nil {
+			info.ESP = "/dev/" + n
+		}
+	}
+
 	// STATE needs only the disk (ext4 is built in): mount it now, beside the
 	// remaining module loads and the root, and move it under the root later.
 	stateDone := make(chan stateResult, 1)
@@ -190,11 +198,6 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 		prefetched <- err
 	}()
 
-	if esp, ok := disk.Table.ByType(mustGUID(ESPType)); ok {
-		if n, err := partitionNode("/sys/block", disk.Name, esp.Index); err == nil {
-			info.ESP = "/dev/" + n
-		}
-	}
 	st := <-stateDone
 	if st.err != nil {
 		return st.err

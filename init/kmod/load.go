@@ -161,6 +161,12 @@ func (s *Set) requestLocked(ctx context.Context, m string, stack []string) []*jo
 	path, ok := s.ix.Path(m)
 	go func() {
 		defer close(j.done)
+		// PID 1 must survive a bug here: a panic fails this module only.
+		defer func() {
+			if x := recover(); x != nil {
+				j.res.Err = fmt.Errorf("kmod: %s: panic: %v", m, x)
+			}
+		}()
 		for _, d := range deps {
 			select {
 			case <-d.done:

@@ -110,6 +110,12 @@ func (p *PowerButton) Scan(ctx context.Context, out chan<- Request) {
 
 func (p *PowerButton) read(ctx context.Context, f *os.File, name string, out chan<- Request) {
 	defer f.Close()
+	// PID 1 must survive a bug here: stop watching this device, keep going.
+	defer func() {
+		if x := recover(); x != nil {
+			p.Logf("power key %s: panic: %v", name, x)
+		}
+	}()
 	go func() { <-ctx.Done(); f.Close() }()
 	buf := make([]byte, inputEventSize*16)
 	for {
