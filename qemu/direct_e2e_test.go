@@ -2,34 +2,24 @@ package qemu
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"cairn.dev/cairn/images/disk"
 	"cairn.dev/cairn/images/esp"
 	"cairn.dev/cairn/images/uki"
 	"cairn.dev/cairn/internal/testenv"
 )
 
-// testDisk writes a GPT disk image whose ESP holds files, and returns its path.
+// testDisk writes a Cairn disk image (images/disk) whose ESP holds files,
+// and returns its path.
 func testDisk(t *testing.T, files []esp.File) string {
 	t.Helper()
-	const espOff, espSize = 1 << 20, 64 << 20
 	p := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	const total = espOff + espSize + 1<<20
-	gpt := makeGPT(total/512, [][3]any{{espTypeGUID, uint64(espOff / 512), uint64((espOff+espSize)/512 - 1)}})
-	if _, err := f.WriteAt(gpt, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := esp.Build(io.NewOffsetWriter(f, espOff), espSize, files, time.Unix(1700000000, 0)); err != nil {
+	if _, err := disk.Build(t.Context(), p, disk.Options{OSName: "qemu-test", ESPFiles: files, MTime: time.Unix(1700000000, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	return p

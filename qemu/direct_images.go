@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"cairn.dev/cairn/images/disk"
 	"cairn.dev/cairn/images/esp"
 	"cairn.dev/cairn/images/uki"
 )
@@ -59,11 +60,21 @@ func ReadUKI(image string) (UKI, error) {
 	if err != nil {
 		return UKI{}, fmt.Errorf("read UKI: %w", err)
 	}
-	p, err := FindESP(f, st.Size())
+	l, err := disk.ReadLayout(image)
 	if err != nil {
 		return UKI{}, fmt.Errorf("read UKI from %s: %w", image, err)
 	}
-	u, err := chooseUKI(imageESP{r: f, off: p.Offset, size: p.Size}, parseUKI)
+	var esp *disk.Partition
+	for i, p := range l.Partitions {
+		if p.Type == disk.TypeESP {
+			esp = &l.Partitions[i]
+			break
+		}
+	}
+	if esp == nil || esp.Offset+esp.Size > st.Size() {
+		return UKI{}, fmt.Errorf("read UKI from %s: no EFI system partition inside the image", image)
+	}
+	u, err := chooseUKI(imageESP{r: f, off: esp.Offset, size: esp.Size}, parseUKI)
 	if err != nil {
 		return UKI{}, fmt.Errorf("read UKI from %s: %w", image, err)
 	}
