@@ -59,6 +59,7 @@ flags:
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&o.cfg.Direct, "direct", false, "boot the UKI's kernel directly (-kernel/-initrd/-append)")
+	fs.StringVar(&o.cfg.ExtraAppend, "append", "", "with --direct: extra kernel `ARGS`, such as cairn.debug")
 	fs.Var(&ports, "port", "forward `HOSTPORT:GUESTPORT` (TCP, host side on 127.0.0.1); repeatable")
 	fs.StringVar(&o.cfg.FwCfgFile, "fw-cfg", "", "expose `FILE` to the guest as fw_cfg "+qemu.FwCfgName)
 	fs.StringVar(&o.cfg.Mem, "mem", qemu.DefaultMem, "guest memory (QEMU -m syntax)")
@@ -73,6 +74,9 @@ flags:
 	}
 	if o.timeout < 0 {
 		return o, fmt.Errorf("run: --timeout %s is negative", o.timeout)
+	}
+	if o.cfg.ExtraAppend != "" && !o.cfg.Direct {
+		return o, fmt.Errorf("run: --append needs --direct (under OVMF the command line is sealed in the UKI)")
 	}
 	o.cfg.Image = fs.Arg(0)
 	o.cfg.Ports = ports
