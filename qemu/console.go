@@ -19,6 +19,10 @@ var ErrConsoleClosed = errors.New("console closed before the line appeared")
 // trusted to print newlines.
 const maxLineLen = 64 << 10
 
+// MaxLines bounds the lines a Console keeps: a long `cairn run` must not grow
+// without limit. The oldest lines are dropped first.
+const MaxLines = 100_000
+
 // Pattern matches a console line. *regexp.Regexp implements it.
 type Pattern interface {
 	MatchString(line string) bool
@@ -112,6 +116,10 @@ func (c *Console) addLocked(b []byte, now time.Time) {
 		s = s[i+1:]
 	}
 	c.lines = append(c.lines, Line{Text: s, Time: now})
+	if over := len(c.lines) - MaxLines; over > 0 {
+		c.lines = append(c.lines[:0], c.lines[over:]...)
+		c.cursor = max(0, c.cursor-over)
+	}
 }
 
 func (c *Console) notifyLocked() {

@@ -130,3 +130,20 @@ func FuzzConsoleWrite(f *testing.F) {
 		}
 	})
 }
+
+func TestConsoleKeepsBoundedLines(t *testing.T) {
+	c := NewConsole(nil)
+	for i := range MaxLines + 10 {
+		fmt.Fprintf(c, "line %d\n", i)
+	}
+	lines := c.Lines()
+	if len(lines) != MaxLines {
+		t.Fatalf("kept %d lines, want %d", len(lines), MaxLines)
+	}
+	if want := fmt.Sprintf("line %d", 10); lines[0].Text != want {
+		t.Fatalf("oldest kept line %q, want %q", lines[0].Text, want)
+	}
+	if _, err := c.WaitFor(t.Context(), Substr(fmt.Sprintf("line %d", MaxLines+9)), time.Second); err != nil {
+		t.Fatalf("newest line not found: %v", err)
+	}
+}

@@ -286,14 +286,26 @@ func (p *pid1) LoadModules(ctx context.Context, names ...string) error {
 func (p *pid1) flushLoop(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := p.persist.Flush(); err != nil {
-				// Report once per failure kind to the console only.
-				fmt.Fprintf(os.Stdout, "cairn: log: %v\n", err)
+			err := p.persist.Flush()
+			// Report each new failure once, to the console only (the log
+			// file is what failed), and say when it works again.
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			if msg != last {
+				if err != nil {
+					fmt.Fprintf(os.Stdout, "cairn: log: %v\n", err)
+				} else {
+					fmt.Fprintln(os.Stdout, "cairn: log: persisting again")
+				}
+				last = msg
 			}
 		}
 	}

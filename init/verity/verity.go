@@ -87,7 +87,7 @@ func Activate(ctx context.Context, name string, p Params) (string, error) {
 	}
 	node := fmt.Sprintf("/dev/dm-%d", unix.Minor(dev))
 	if err := WaitNode(ctx, node, unix.Major(dev), unix.Minor(dev), 2*time.Second); err != nil {
-		return "", fmt.Errorf("verity: %w", err)
+		return fail(err)
 	}
 	// Cross-check through sysfs that dm-N is our device.
 	if b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(node), "dm/name")); err == nil && strings.TrimSpace(string(b)) != name {
