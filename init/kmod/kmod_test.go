@@ -241,6 +241,22 @@ func TestSetCancel(t *testing.T) {
 	}
 }
 
+// A load cancelled by one caller is retried by the next, not remembered as
+// a failure.
+func TestSetCancelThenRetry(t *testing.T) {
+	ix := testIndex(t)
+	f := &fakeLoader{ix: ix, delay: 20 * time.Millisecond, loaded: map[string]int{}}
+	s := NewSet(ix, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Load(ctx, []string{"virtio_blk"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled load: err = %v", err)
+	}
+	if _, err := s.Load(context.Background(), []string{"virtio_blk"}); err != nil {
+		t.Fatalf("retry after cancel: %v", err)
+	}
+}
+
 // coldplugLoader creates new sysfs devices when a bus driver loads, as the
 // kernel does.
 type coldplugLoader struct {

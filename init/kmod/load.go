@@ -159,6 +159,11 @@ func (s *Set) requestLocked(ctx context.Context, m string, stack []string) []*jo
 		all = append(all, dj...)
 	}
 	path, ok := s.ix.Path(m)
+	// A job outlives the request that started it: it is shared by every
+	// later request for m, and finit_module cannot be interrupted anyway.
+	// So the caller's cancellation only ends the caller's wait (in Load),
+	// never the job, and no later request inherits a cancelled result.
+	ctx = context.WithoutCancel(ctx)
 	go func() {
 		defer close(j.done)
 		// PID 1 must survive a bug here: a panic fails this module only.
