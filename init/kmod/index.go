@@ -229,6 +229,20 @@ func (ix *Index) parseBuiltinModinfo(r io.Reader) error {
 // Builtin reports whether name is built into the kernel.
 func (ix *Index) Builtin(name string) bool { return ix.builtin[Name(name)] }
 
+// BuiltinProvides reports whether built-in code provides a module name or an
+// alias (such as "crc32c", which the built-in crc32c_generic provides).
+func (ix *Index) BuiltinProvides(nameOrAlias string) bool {
+	if ix.builtin[Name(nameOrAlias)] {
+		return true
+	}
+	for _, a := range ix.builtinAliases {
+		if ok, _ := path.Match(a, nameOrAlias); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Has reports whether name is a loadable module of the index.
 func (ix *Index) Has(name string) bool { _, ok := ix.paths[Name(name)]; return ok }
 
@@ -265,15 +279,11 @@ func (ix *Index) SoftDeps(name string) []string {
 // loadable module names. Built-in modules resolve to nothing. Aliases with
 // a *_generic candidate prefer it (TCG's CPU lacks the accelerated ones).
 func (ix *Index) Resolve(nameOrAlias string) []string {
-	if n := Name(nameOrAlias); ix.builtin[n] {
+	if ix.BuiltinProvides(nameOrAlias) {
 		return nil
-	} else if _, ok := ix.paths[n]; ok {
-		return []string{n}
 	}
-	for _, a := range ix.builtinAliases {
-		if ok, _ := path.Match(a, nameOrAlias); ok {
-			return nil // a built-in module provides it
-		}
+	if n := Name(nameOrAlias); ix.paths[n] != "" {
+		return []string{n}
 	}
 	mods := ix.Match(nameOrAlias)
 	for _, m := range mods {

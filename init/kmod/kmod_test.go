@@ -338,3 +338,21 @@ func FuzzIndex(f *testing.F) {
 		ix.Resolve(modalias)
 	})
 }
+
+// Asking for something built-in code provides, by name or by alias, is not
+// an error and loads nothing.
+func TestSetLoadBuiltin(t *testing.T) {
+	ix := testIndex(t)
+	f := &fakeLoader{ix: ix, loaded: map[string]int{}}
+	for _, name := range []string{"ext4", "fs-ext4", "crc-itu"} {
+		if _, err := NewSet(ix, f).Load(context.Background(), []string{name}); err != nil {
+			t.Errorf("Load(%q): %v", name, err)
+		}
+	}
+	if _, err := NewSet(ix, f).Load(context.Background(), []string{"nosuch"}); err == nil {
+		t.Error("Load(nosuch) succeeded")
+	}
+	if len(f.order) != 0 {
+		t.Errorf("loaded %v for built-ins", f.order)
+	}
+}

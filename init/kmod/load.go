@@ -97,7 +97,7 @@ func (s *Set) load(ctx context.Context, names []string, resolve bool) ([]Result,
 		mods := []string{Name(n)}
 		if resolve {
 			mods = s.ix.Resolve(n)
-			if len(mods) == 0 && !s.ix.Builtin(n) {
+			if len(mods) == 0 && !s.ix.BuiltinProvides(n) {
 				errs = append(errs, fmt.Errorf("kmod: module %q not found", n))
 			}
 		}
