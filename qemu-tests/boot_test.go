@@ -57,8 +57,8 @@ func espEntries(t *testing.T, img string) []string {
 }
 
 // TestBootDirectPowerdown boots the UKI's parts directly (no firmware) and
-// presses the power button: PID 1 stops everything, unmounts STATE and
-// powers off, and STATE is clean for e2fsck.
+// presses the power button once, as soon as PID 1 watches it: PID 1 stops
+// everything, unmounts STATE and powers off, and STATE is clean for e2fsck.
 func TestBootDirectPowerdown(t *testing.T) {
 	t.Parallel()
 	harness.RequireQEMU(t)
@@ -68,10 +68,12 @@ func TestBootDirectPowerdown(t *testing.T) {
 	if m[2] != "A" {
 		t.Errorf("READY on slot %s, want A", m[2])
 	}
-	// The system stage is up: the bless step runs last and reports that
-	// there is no EFI to bless through.
-	vm.Expect(t, "cairn: bootcount:", bootTimeout)
-	vm.PowerOff(t, shutdownTimeout)
+	vm.Expect(t, "(Power Button) for the power key", bootTimeout)
+	vm.Powerdown(t)
+	vm.Expect(t, "cairn: shutdown complete", shutdownTimeout)
+	if err := vm.WaitExit(t, shutdownTimeout); err != nil {
+		t.Fatalf("QEMU after power-off: %v", err)
+	}
 	checkDisk(t, vm.Disk())
 }
 

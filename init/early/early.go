@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -169,7 +168,7 @@ func run(ctx context.Context, logf func(string, ...any), ring *logring.Ring, sta
 	}
 	now := bootinfo.Now()
 	info.ModulesDoneMs = bootinfo.Ms(now)
-	info.ModulesLoaded = countLoaded(set)
+	info.ModulesLoaded = set.Count()
 	logf("modules done t=%.3f n=%d took=%dms; root %s (%s)", now.Seconds(), info.ModulesLoaded, (now - start).Milliseconds(), rootDev, p.RootPARTUUID)
 
 	dm, err := verity.Activate(ctx, "cairn-root", verity.Params{
@@ -318,43 +317,8 @@ func (m *bootModules) finish(logf func(string, ...any), verbose bool) error {
 	return nil
 }
 
-// LoadModules loads the modules named in list (if it exists) and runs
-// coldplug, concurrently. Missing or failing coldplug modules are logged;
-// a failing listed module is an error.
-func LoadModules(ctx context.Context, set *kmod.Set, list string, logf func(string, ...any), verbose bool) error {
-	names, err := kmod.ReadList(list)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	var (
-		wg      sync.WaitGroup
-		loadErr error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, loadErr = set.Load(ctx, names)
-	}()
-	st, cpErr := set.Coldplug(ctx, "/sys")
-	wg.Wait()
-	if verbose {
-		for _, r := range set.Results() {
-			logf("module %s: %s-%s took %dms err=%v", r.Module, fmtT(r.Start), fmtT(r.Start+r.Took), r.Took.Milliseconds(), r.Err)
-		}
-		logf("coldplug rounds %d, round times %v, sysfs scan times %v", st.Rounds, st.RoundTimes, st.ScanTimes)
-	}
-	if cpErr != nil {
-		logf("coldplug (%d rounds): %v", st.Rounds, strings.ReplaceAll(cpErr.Error(), "\n", "; "))
-	}
-	if loadErr != nil {
-		return fmt.Errorf("load %s: %w", list, loadErr)
-	}
-	return nil
-}
-
 func fmtT(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 
-func countLoaded(set *kmod.Set) int { return set.Count() }
 
 func mustGUID(s string) gpt.GUID {
 	g, err := gpt.ParseGUID(s)

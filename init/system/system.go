@@ -175,11 +175,6 @@ func (p *pid1) start(ctx context.Context) {
 	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
 	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
 	p.goGuard("modules", func() { p.loadModules(ctx) })
-	pb := &shutdown.PowerButton{SysInput: "/sys/class/input", DevInput: "/dev/input", Logf: p.log.Func("shutdown")}
-	p.goGuard("power button", func() {
-		<-p.modsDone
-		pb.Watch(ctx, 2*time.Second, p.reqs)
-	})
 	// A later issue gates this on health checks; for now bless right away.
 	p.goGuard("bless", func() {
 		<-p.modsDone
@@ -265,11 +260,54 @@ func (p *pid1) loadModules(ctx context.Context) {
 	}
 	p.modules = kmod.NewSet(ix, kmod.FinitLoader{})
 	p.modules.SetClock(bootinfo.Now)
-	err = early.LoadModules(ctx, p.modules, filepath.Join(dir, "cairn.load"), p.log.Func("modules"), p.debug)
-	if err != nil {
+
+	// The power key first, so that a press soon after READY is not lost:
+	// the ACPI button driver and evdev, then the watcher (which rescans for
+	// input devices that appear later).
+	if _, err := p.modules.Load(ctx, powerKeyModules); err != nil {
+		p.log.Printf("modules", "power key: %v", err)
+	}
+	pb := &shutdown.PowerButton{SysInput: "/sys/class/input", DevInput: "/dev/input", Logf: p.log.Func("shutdown")}
+	p.goGuard("power button", func() { pb.Watch(ctx, 2*time.Second, p.reqs) })
+
+	if err := p.loadListAndColdplug(ctx, filepath.Join(dir, "cairn.load")); err != nil {
 		p.log.Printf("modules", "%v", err)
 	}
 	p.log.Printf("modules", "done: %d modules in %dms", p.modules.Count(), (bootinfo.Now() - start).Milliseconds())
+}
+
+// powerKeyModules are loaded before anything else after READY.
+var powerKeyModules = []string{"button", "evdev"}
+
+// loadListAndColdplug loads the modules named in list (the OS file's
+// kernel.modules) and, alongside, every driver that coldplug matches.
+func (p *pid1) loadListAndColdplug(ctx context.Context, list string) error {
+	logf := p.log.Func("modules")
+	names, err := kmod.ReadList(list)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var loadErr error
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		p.guard("module list", func() { _, loadErr = p.modules.Load(ctx, names) })
+	}()
+	st, cpErr := p.modules.Coldplug(ctx, "/sys")
+	<-loaded
+	if p.debug {
+		for _, r := range p.modules.Results() {
+			logf("module %s: %.3f-%.3f took %dms err=%v", r.Module, r.Start.Seconds(), (r.Start + r.Took).Seconds(), r.Took.Milliseconds(), r.Err)
+		}
+		logf("coldplug rounds %d, round times %v, sysfs scan times %v", st.Rounds, st.RoundTimes, st.ScanTimes)
+	}
+	if cpErr != nil {
+		logf("coldplug (%d rounds): %v", st.Rounds, strings.ReplaceAll(cpErr.Error(), "\n", "; "))
+	}
+	if loadErr != nil {
+		return fmt.Errorf("load %s: %w", list, loadErr)
+	}
+	return nil
 }
 
 // LoadModules loads extra modules by name (for example efivarfs) through
