@@ -319,7 +319,6 @@ func (m *bootModules) finish(logf func(string, ...any), verbose bool) error {
 
 func fmtT(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 
-
 func mustGUID(s string) gpt.GUID {
 	g, err := gpt.ParseGUID(s)
 	if err != nil {
