@@ -33,7 +33,7 @@ var (
 		"efivarfs", "vfat", "nls_cp437", "nls_ascii", // boot counting: loaded on demand
 		"virtio_net", "virtio-rng", "qemu_fw_cfg", "button", "evdev",
 		"overlay", "veth", "bridge",
-		"nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct",
+		"nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_fib_ipv4", // runtime/network
 	}
 )
 
