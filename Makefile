@@ -6,10 +6,12 @@ GO         ?= go
 OS_FILE    ?= os/examples/hello.yaml
 OUT        ?= out
 NAME       := $(basename $(notdir $(OS_FILE)))
-# Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; the rest are
-# the reference tools the tests check our pure-Go writers against.
+# Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; busybox-static
+# for the runtime's test containers; the rest are the reference tools the tests
+# check our pure-Go writers against.
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
-              erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates
+              erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates \
+              busybox-static
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 TEST_TIMEOUT ?= 40m
