@@ -3,6 +3,9 @@
 //	cairn build [-o DIR] FILE      build FILE into DIR/<name>.img and DIR/<name>.manifest.json
 //	cairn validate FILE...         check OS files and print every problem
 //	cairn run [flags] IMAGE        boot an image under QEMU (see cairn run -h)
+//	cairn keys init DIR            create update signing keys
+//	cairn publish [flags] MANIFEST add a version to an update repository
+//	cairn serve --repo DIR         serve a repository, FleetLock and reports
 package main
 
 import (
@@ -21,6 +24,9 @@ commands:
   build     build an OS file into a bootable disk image
   validate  check OS files and print every problem with its line
   run       boot an image under QEMU with the serial console on stdout
+  keys      create or rotate the signing keys of an update repository
+  publish   add a built version to a static, signed (TUF) update repository
+  serve     serve an update repository with fleet reboot leases (FleetLock)
 
 Run 'cairn <command> -h' for the flags of a command.
 `
@@ -54,6 +60,12 @@ func dispatch(ctx context.Context, args []string) error {
 		return validateCmd(args[1:])
 	case "run":
 		return runCmd(ctx, args[1:])
+	case "keys":
+		return keysCmd(ctx, args[1:])
+	case "publish":
+		return publishCmd(ctx, args[1:])
+	case "serve":
+		return serveCmd(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return nil
