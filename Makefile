@@ -7,23 +7,26 @@ OS_FILE    ?= os/examples/hello.yaml
 OUT        ?= out
 NAME       := $(basename $(notdir $(OS_FILE)))
 # Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; busybox-static
-# for the runtime's test containers; the rest are the reference tools the tests
+# for the runtime's test containers; etcd-server for the update server's etcd
+# store tests; the rest are the reference tools the tests
 # check our pure-Go writers against.
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
               erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates \
-              busybox-static
+              busybox-static etcd-server
+# The benchmarks' peers: Debian's runc and crun, and GNU time for peak RSS.
+BENCH_PKGS := runc crun time
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps build image run test unit qemu-test lint fmt bench clean
+.PHONY: all deps bench-deps build image run test unit qemu-test lint fmt bench bench-runtime clean
 
 all: build
 
-# deps installs only the Debian packages that are missing (idempotent) and
-# downloads the Go modules.
-deps:
-	@missing=$$(for p in $(DEB_PKGS); do \
+# apt-install installs only the Debian packages of $(1) that are missing
+# (idempotent).
+define apt-install
+	@missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing $$missing"; \
@@ -31,9 +34,18 @@ deps:
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+# deps installs the missing Debian packages and downloads the Go modules.
+deps:
+	$(call apt-install,$(DEB_PKGS))
 	@# apt-get download (the kernel) needs package lists; some images ship none.
 	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ] || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; }
 	@$(GO) mod download
+
+# bench-deps adds the peers the benchmarks compare against.
+bench-deps: deps
+	$(call apt-install,$(BENCH_PKGS))
 
 build: bin/cairn bin/cairn-init
 
@@ -66,8 +78,19 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: deps build
+bench: bench-deps build
 	$(GO) run ./bench/boot -n 5 -os $(OS_FILE) -out $(OUT)
+	$(MAKE) bench-runtime
+
+# Container start→exit of Cairn's runtime against runc and crun (needs root:
+# namespaces, mounts, cgroups). Run from the repository root so the bench
+# finds bin/cairn-init for the cairn-runtime CLI variant.
+BENCH_RUNTIME_N ?= 200
+bench-runtime: bench-deps build
+	@mkdir -p $(OUT)
+	$(GO) build $(GOFLAGS_BUILD) -o $(OUT)/bench-runtime ./bench/runtime
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO $(OUT)/bench-runtime -n $(BENCH_RUNTIME_N) -warmup 10 -json $(OUT)/bench-runtime.json
 
 clean:
 	rm -rf bin $(OUT)
