@@ -130,7 +130,8 @@ func needed(r *specs.LinuxResources) []string {
 	if p := r.CPU; p != nil && (p.Cpus != "" || p.Mems != "") {
 		c = append(c, "cpuset")
 	}
-	if r.Pids != nil && r.Pids.Limit != nil {
+	// pids.limit 0 means "not set", as in runc (podman --pids-limit 0 sends it).
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
 		c = append(c, "pids")
 	}
 	if b := r.BlockIO; b != nil && (b.Weight != nil || len(b.WeightDevice) > 0 || len(b.ThrottleReadBpsDevice) > 0 ||
@@ -269,7 +270,7 @@ func Files(r *specs.LinuxResources) (map[string]string, error) {
 			f["cpuset.mems"] = c.Mems
 		}
 	}
-	if r.Pids != nil && r.Pids.Limit != nil {
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit != 0 {
 		f["pids.max"] = limit(*r.Pids.Limit)
 	}
 	if b := r.BlockIO; b != nil {
