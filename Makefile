@@ -47,14 +47,20 @@ deps:
 bench-deps: deps
 	$(call apt-install,$(BENCH_PKGS))
 
-build: bin/cairn bin/cairn-init
+build: bin/cairn bin/cairn-init bin/cairn-init-pid1
 
 bin/cairn: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/cairn
 
-# The guest binary is static and reproducible: no cgo, no build id, no paths.
+# The guest binaries are static and reproducible: no cgo, no build id, no
+# paths. cairn-init is the full build (PID 1 plus the runtime's command-line
+# tools); cairn-init-pid1 leaves the tools out, because the boot reads PID 1
+# through dm-verity before READY (see cmd/cairn-init/main.go).
 bin/cairn-init: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w -buildid=' -o $@ ./cmd/cairn-init
+
+bin/cairn-init-pid1: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cairn_pid1 -ldflags='-s -w -buildid=' -o $@ ./cmd/cairn-init
 
 image: deps build
 	bin/cairn build -o $(OUT) $(OS_FILE)

@@ -72,7 +72,7 @@ func initBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(filepath.Dir(bin), "cairn-init")
+	return filepath.Join(filepath.Dir(bin), "cairn-init-pid1")
 }
 
 func flipByte(t *testing.T, img string, off int64) {

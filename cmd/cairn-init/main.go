@@ -3,18 +3,22 @@
 // "cairn-runtime" (a link to it) it is an OCI runtime with runc's command
 // line; invoked as cairn-init with a command (not as PID 1) it offers
 // "images" and "ctr".
+//
+// It is built twice from this source. The full build has everything. The
+// PID 1 build (-tags cairn_pid1) leaves out the command-line tools and the
+// registry client, because the early stage reads the system stage's binary
+// through dm-verity before READY and its size is boot time: 3 MiB instead
+// of 9. The image puts the PID 1 build at /init and /sbin/init, and the full
+// build at /usr/bin/cairn-init (with /usr/bin/cairn-runtime linked to it).
 package main
 
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"cairn.dev/cairn/init/early"
 	"cairn.dev/cairn/init/system"
 	"cairn.dev/cairn/runtime/container"
-	"cairn.dev/cairn/runtime/ctr"
-	"cairn.dev/cairn/runtime/ociruntime"
 )
 
 func main() {
@@ -26,15 +30,11 @@ func main() {
 		early.Main()
 	case os.Getpid() == 1:
 		system.Main()
-	case filepath.Base(os.Args[0]) == "cairn-runtime":
-		os.Exit(ociruntime.Main(os.Args[1:]))
-	case len(os.Args) > 1 && os.Args[1] == "images":
-		os.Exit(ctr.ImagesMain(os.Args[2:]))
-	case len(os.Args) > 1 && os.Args[1] == "ctr":
-		os.Exit(ctr.Main(os.Args[2:]))
-	default:
-		fmt.Fprintln(os.Stderr, "cairn-init: must run as PID 1 (/init in the initramfs, /sbin/init in the root),")
-		fmt.Fprintln(os.Stderr, "  or with a command: cairn-init images|ctr ...; as cairn-runtime it is an OCI runtime")
-		os.Exit(2)
 	}
+	if code, ok := tools(os.Args); ok {
+		os.Exit(code)
+	}
+	fmt.Fprintln(os.Stderr, "cairn-init: must run as PID 1 (/init in the initramfs, /sbin/init in the root),")
+	fmt.Fprintln(os.Stderr, "  or with a command: cairn-init images|ctr ...; as cairn-runtime it is an OCI runtime")
+	os.Exit(2)
 }

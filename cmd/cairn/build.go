@@ -18,7 +18,8 @@ import (
 func buildCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	out := fs.String("o", "out", "output `directory`")
-	initBin := fs.String("init", "", "the static cairn-init `binary` (default: cairn-init next to this program, or $CAIRN_INIT)")
+	initBin := fs.String("init", "", "the PID 1 build of cairn-init, a static `binary` (default: cairn-init-pid1 next to this program, or $CAIRN_INIT)")
+	toolsBin := fs.String("tools", "", "the full build of cairn-init, a static `binary` installed as /usr/bin/cairn-init (default: cairn-init next to this program; \"none\" leaves it out)")
 	cache := fs.String("cache", "", "cache `directory` for Debian packages (default: $XDG_CACHE_HOME/cairn)")
 	lock := fs.String("lock", "", "Debian package lock `file` (default: the one built into cairn)")
 	fs.Usage = func() {
@@ -40,13 +41,19 @@ func buildCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	bin, err := findInit(*initBin)
+	bin, err := findBinary(*initBin, os.Getenv("CAIRN_INIT"), "cairn-init-pid1")
 	if err != nil {
 		return err
 	}
+	tools := ""
+	if *toolsBin != "none" {
+		if tools, err = findBinary(*toolsBin, "", "cairn-init"); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	res, err := build.Build(ctx, o, build.Options{
-		OutDir: *out, InitBinary: bin, CacheDir: *cache, LockFile: *lock,
+		OutDir: *out, InitBinary: bin, ToolsBinary: tools, CacheDir: *cache, LockFile: *lock,
 		SourceDateEpoch: epoch,
 		Log:             func(format string, args ...any) { fmt.Fprintf(os.Stderr, "cairn: "+format+"\n", args...) },
 	})
@@ -70,25 +77,25 @@ func sourceDateEpoch() (int64, error) {
 	return v, nil
 }
 
-// findInit locates the guest binary: the flag, $CAIRN_INIT, or cairn-init
-// in the directory of this executable (where `make build` puts both).
-func findInit(flagValue string) (string, error) {
+// findBinary locates a guest binary: the flag, the environment value, or
+// name in the directory of this executable (where `make build` puts them).
+func findBinary(flagValue, envValue, name string) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil
 	}
-	if v := os.Getenv("CAIRN_INIT"); v != "" {
-		return v, nil
+	if envValue != "" {
+		return envValue, nil
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("locate cairn-init: %w", err)
+		return "", fmt.Errorf("locate %s: %w", name, err)
 	}
-	p := filepath.Join(filepath.Dir(exe), "cairn-init")
+	p := filepath.Join(filepath.Dir(exe), name)
 	if _, err := os.Stat(p); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("cairn-init not found next to %s; build it with `make build` or pass --init", exe)
+			return "", fmt.Errorf("%s not found next to %s; build it with `make build`", name, exe)
 		}
-		return "", fmt.Errorf("locate cairn-init: %w", err)
+		return "", fmt.Errorf("locate %s: %w", name, err)
 	}
 	return p, nil
 }

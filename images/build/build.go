@@ -34,9 +34,13 @@ type Options struct {
 	// OutDir receives <name>.img, <name>.manifest.json, the root image and
 	// the UKIs. It is created if missing.
 	OutDir string
-	// InitBinary is the static cairn-init binary, used as /init in the
-	// initramfs and /sbin/init in the root.
+	// InitBinary is the static PID 1 build of cairn-init, used as /init in
+	// the initramfs and /sbin/init in the root.
 	InitBinary string
+	// ToolsBinary is the full build of cairn-init (the runtime's
+	// command-line tools), installed as /usr/bin/cairn-init with
+	// /usr/bin/cairn-runtime linked to it. Empty leaves it out.
+	ToolsBinary string
 	// CacheDir and LockFile are passed to buildroot.Fetch; empty means its
 	// defaults.
 	CacheDir string
@@ -77,6 +81,12 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read init binary: %w", err)
 	}
+	var toolsBin []byte
+	if opts.ToolsBinary != "" {
+		if toolsBin, err = os.ReadFile(opts.ToolsBinary); err != nil {
+			return nil, fmt.Errorf("read tools binary: %w", err)
+		}
+	}
 	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
@@ -99,7 +109,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	}
 
 	// Root file system with its verity tree.
-	rootTree, err := rootTree(o, art, rootMods, declared, initBin)
+	rootTree, err := rootTree(o, art, rootMods, declared, initBin, toolsBin)
 	if err != nil {
 		return nil, err
 	}

@@ -111,7 +111,7 @@ func filterLines(p string, keep func(fields []string) bool) ([]byte, error) {
 }
 
 // rootTree lays out the read-only root (see docs/architecture.md).
-func rootTree(o *schema.OS, art *buildroot.Artifacts, mods []kmod.Module, load []string, initBin []byte) (fs.FS, error) {
+func rootTree(o *schema.OS, art *buildroot.Artifacts, mods []kmod.Module, load []string, initBin, toolsBin []byte) (fs.FS, error) {
 	t := fstest.MapFS{}
 	dir := func(p string) { t[p] = &fstest.MapFile{Mode: fs.ModeDir | 0o755} }
 	file := func(p string, data []byte, mode fs.FileMode) error {
@@ -131,6 +131,12 @@ func rootTree(o *schema.OS, art *buildroot.Artifacts, mods []kmod.Module, load [
 	}
 	if err := file("sbin/init", initBin, 0o755); err != nil {
 		return nil, err
+	}
+	if toolsBin != nil {
+		if err := file("usr/bin/cairn-init", toolsBin, 0o755); err != nil {
+			return nil, err
+		}
+		t["usr/bin/cairn-runtime"] = &fstest.MapFile{Data: []byte("cairn-init"), Mode: fs.ModeSymlink | 0o777}
 	}
 	if err := file("usr/lib/os-release", []byte(OSRelease(o)), 0o644); err != nil {
 		return nil, err

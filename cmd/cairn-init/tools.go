@@ -1,0 +1,24 @@
+//go:build !cairn_pid1
+
+package main
+
+import (
+	"path/filepath"
+
+	"cairn.dev/cairn/runtime/ctr"
+	"cairn.dev/cairn/runtime/ociruntime"
+)
+
+// tools runs the command-line tools of the full build: the OCI runtime
+// (argv[0] cairn-runtime) and cairn-init images|ctr.
+func tools(args []string) (code int, ok bool) {
+	switch {
+	case filepath.Base(args[0]) == "cairn-runtime":
+		return ociruntime.Main(args[1:]), true
+	case len(args) > 1 && args[1] == "images":
+		return ctr.ImagesMain(args[2:]), true
+	case len(args) > 1 && args[1] == "ctr":
+		return ctr.Main(args[2:]), true
+	}
+	return 0, false
+}
