@@ -8,11 +8,11 @@ OUT        ?= out
 NAME       := $(basename $(notdir $(OS_FILE)))
 # Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; busybox-static
 # for the runtime's test containers; etcd-server for the update server's etcd
-# store tests; the rest are the reference tools the tests
+# store tests; dnsmasq-base as the DHCP server in the network tests; the rest are the reference tools the tests
 # check our pure-Go writers against.
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
               erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates \
-              busybox-static etcd-server
+              busybox-static etcd-server dnsmasq-base
 # The benchmarks' peers: Debian's runc and crun, and GNU time for peak RSS.
 BENCH_PKGS := runc crun time
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0

@@ -25,6 +25,7 @@ import (
 	"cairn.dev/cairn/init/kmod"
 	"cairn.dev/cairn/init/logring"
 	"cairn.dev/cairn/init/mount"
+	"cairn.dev/cairn/init/network"
 	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/init/shutdown"
 	"cairn.dev/cairn/os/schema"
@@ -54,6 +55,14 @@ type pid1 struct {
 	debug   bool
 	// modsDone is closed when the deferred module loading finished.
 	modsDone chan struct{}
+	// network is the machine's network config, from the OS file's network
+	// section: nil is the default (DHCP on the first ethernet interface).
+	network *network.Config
+	// net runs the network after READY; netStop and netDone stop it at
+	// shutdown (releasing DHCP leases). All set in start, before READY.
+	net     *network.Manager
+	netStop context.CancelFunc
+	netDone chan struct{}
 }
 
 // Main runs the system stage; it never returns.
@@ -134,6 +143,7 @@ func (p *pid1) start(ctx context.Context) {
 		p.logf("os file: %v", err)
 		p.os = &schema.OS{Name: "cairn", Hostname: "cairn"}
 	}
+	p.network = p.os.Network // nil: DHCP on the first ethernet interface
 	version := info.Version
 	if version == "" {
 		version = p.os.Version
@@ -175,6 +185,7 @@ func (p *pid1) start(ctx context.Context) {
 	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
 	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
 	p.goGuard("modules", func() { p.loadModules(ctx) })
+	p.startNetwork(ctx)
 	// A later issue gates this on health checks; for now bless right away.
 	p.goGuard("bless", func() {
 		<-p.modsDone
@@ -376,11 +387,79 @@ func (p *pid1) kmsg(ctx context.Context) {
 	}
 }
 
+// Network returns the network manager (nil if its config was invalid):
+// services and the update agent wait on its Online channel.
+func (p *pid1) Network() *network.Manager { return p.net }
+
+// startNetwork starts the network in the background: it never delays READY.
+// The link appears when virtio_net is loaded (by coldplug, or by the load
+// below once the deferred module loading is done); the manager waits for it.
+func (p *pid1) startNetwork(ctx context.Context) {
+	logf := p.log.Func("network")
+	m, err := network.New(network.Options{
+		Config:     p.network,
+		ResolvConf: "/etc/resolv.conf",
+		Hosts:      "/etc/hosts",
+		Hostname: func() string {
+			h, _ := os.Hostname()
+			return h
+		},
+		SetHostname: func(name string) error { return unix.Sethostname([]byte(name)) },
+		Logf:        logf,
+	})
+	if err != nil {
+		logf("%v", err)
+		return
+	}
+	nctx, stop := context.WithCancel(ctx)
+	p.net, p.netStop, p.netDone = m, stop, make(chan struct{})
+	p.goGuard("network", func() {
+		defer close(p.netDone)
+		if err := m.Run(nctx); err != nil {
+			logf("%v", err)
+		}
+	})
+	p.goGuard("network driver", func() {
+		if err := p.LoadModules(nctx, "virtio_net"); err != nil {
+			logf("virtio_net: %v", err)
+		}
+	})
+	p.goGuard("ntp", func() {
+		select {
+		case <-m.Online():
+		case <-nctx.Done():
+			return
+		}
+		logf("online t=%.3f", bootinfo.Now().Seconds())
+		ts := &network.TimeSync{Servers: m.NTPServers, Logf: p.log.Func("ntp")}
+		ts.Run(nctx)
+	})
+}
+
+// stopNetwork stops the network (releasing DHCP leases), waiting at most
+// timeout.
+func (p *pid1) stopNetwork(timeout time.Duration) {
+	if p.netStop == nil {
+		return
+	}
+	p.netStop()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.netDone:
+	case <-t.C:
+		p.log.Printf("network", "still stopping after %v; going on", timeout)
+	}
+}
+
 func (p *pid1) shutdown(req shutdown.Request) {
 	err := shutdown.Run(req, shutdown.Options{
 		Logf: p.log.Func("shutdown"),
 		Line: p.log.Line,
+		// Persist runs once the processes are stopped: release the DHCP
+		// leases there, so that services keep the network while they stop.
 		Persist: func() error {
+			p.stopNetwork(2 * time.Second)
 			if p.persist == nil {
 				return nil
 			}

@@ -11,6 +11,8 @@ import (
 	"reflect"
 
 	"go.yaml.in/yaml/v3"
+
+	"cairn.dev/cairn/os/netconf"
 )
 
 // MaxFileSize bounds the size of an OS file, so that a hostile file cannot
@@ -33,6 +35,9 @@ type OS struct {
 	// Files are put into the image: under /etc they are copied into the
 	// generated /etc at boot, elsewhere they sit in the read-only root.
 	Files []File `yaml:"files"`
+	// Network configures the machine's interfaces, DNS and NTP; nil means
+	// DHCP on the first ethernet interface.
+	Network *netconf.Config `yaml:"network"`
 	// Services and Update are reserved for the service supervisor and the
 	// update engine; this version of cairn refuses them when non-empty.
 	Services yaml.Node `yaml:"services"`

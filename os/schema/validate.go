@@ -108,6 +108,17 @@ func validate(o *OS, d *decoder) {
 		validateFile(&o.Files[i], fmt.Sprintf("files[%d]", i), seen, i, bad)
 	}
 
+	if o.Network != nil {
+		if err := o.Network.Validate(); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				field, msg, ok := strings.Cut(strings.TrimPrefix(line, "network: "), ": ")
+				if !ok {
+					field, msg = "", line
+				}
+				bad(strings.TrimSuffix("network."+field, "."), "%s", msg)
+			}
+		}
+	}
 	if !o.Services.IsZero() && !isEmptyNode(&o.Services) {
 		bad("services", "services are not supported by this version of cairn yet")
 	}
