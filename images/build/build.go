@@ -102,7 +102,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("initramfs modules: %w", err)
 	}
-	declared := o.Kernel.Modules
+	declared := append(append([]string{}, runtimeLoad...), o.Kernel.Modules...)
 	rootMods, err := closure(art.ModulesDir, append(append(append([]string{}, bootModules...), declared...), systemModules...), optionalBootModules)
 	if err != nil {
 		return nil, fmt.Errorf("root modules: %w", err)

@@ -32,8 +32,14 @@ var (
 	systemModules       = []string{
 		"efivarfs", "vfat", "nls_cp437", "nls_ascii", // boot counting: loaded on demand
 		"virtio_net", "virtio-rng", "qemu_fw_cfg", "button", "evdev",
+	}
+	// runtimeLoad is what the container runtime needs (overlay roots,
+	// bridge networking, nftables NAT and port rules). No modprobe exists
+	// to load these on demand, so the system stage loads them after READY
+	// with the OS file's modules.
+	runtimeLoad = []string{
 		"overlay", "veth", "bridge",
-		"nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_fib_ipv4", // runtime/network
+		"nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_fib_ipv4",
 	}
 )
 

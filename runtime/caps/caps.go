@@ -59,6 +59,20 @@ var names = [...]string{
 // MaxKnown is the highest capability number this package knows by name.
 const MaxKnown = len(names) - 1
 
+// Default returns the capability set containers get by default: Docker's
+// without CAP_MKNOD. Docker relies on the device cgroup to stop a container
+// from opening the nodes it creates; Cairn has no cgroup v2 device filter
+// yet, so it does not hand out the capability to create them.
+func Default() []string {
+	var out []string
+	for _, c := range DockerDefault() {
+		if c != "CAP_MKNOD" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // DockerDefault returns Docker's default capability set (moby oci/caps
 // DefaultCapabilities), in a fresh slice.
 func DockerDefault() []string {

@@ -38,6 +38,10 @@ func TestDockerDefaultMask(t *testing.T) {
 	if got := Names(m); len(got) != 14 {
 		t.Fatalf("Names(mask) = %v", got)
 	}
+	// Cairn's default is Docker's without CAP_MKNOD (no device cgroup yet).
+	if d, err := Mask(Default()); err != nil || d != m&^(1<<27) {
+		t.Fatalf("Default mask = %#016x (%v), want Docker's without CAP_MKNOD", d, err)
+	}
 }
 
 func TestFromSpec(t *testing.T) {

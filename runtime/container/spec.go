@@ -29,7 +29,7 @@ func DockerReadonlyPaths() []string {
 // no_new_privs, a tmpfs /dev with devpts, shm and mqueue, read-only sysfs
 // and cgroup2. Callers adjust it (user, env, mounts, resources) before Create.
 func DefaultSpec(rootfs string, args ...string) *specs.Spec {
-	capset := caps.DockerDefault()
+	capset := caps.Default()
 	return &specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: rootfs},

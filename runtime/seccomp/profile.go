@@ -1,6 +1,7 @@
 // Package seccomp builds Docker's default seccomp profile as an OCI
 // LinuxSeccomp and compiles OCI seccomp profiles to classic BPF in pure Go
-// (github.com/elastic/go-seccomp-bpf), so the runtime needs no libseccomp.
+// with its own emitter (compile.go; github.com/elastic/go-seccomp-bpf is used
+// only for its syscall table), so the runtime needs no libseccomp.
 package seccomp
 
 import (
