@@ -47,20 +47,25 @@ deps:
 bench-deps: deps
 	$(call apt-install,$(BENCH_PKGS))
 
-build: bin/cairn bin/cairn-init bin/cairn-init-pid1
+build: bin/cairn bin/cairn-init bin/cairn-init-pid1 bin/cairn-init-early
 
 bin/cairn: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/cairn
 
 # The guest binaries are static and reproducible: no cgo, no build id, no
-# paths. cairn-init is the full build (PID 1 plus the runtime's command-line
-# tools); cairn-init-pid1 leaves the tools out, because the boot reads PID 1
-# through dm-verity before READY (see cmd/cairn-init/main.go).
+# paths. cairn-init is the full build (both stages of PID 1 plus the
+# container runtime and its tools); cairn-init-pid1 (/sbin/init) has only
+# the two stages and cairn-init-early (/init in the initramfs) only the
+# early stage, because size and package initialisation are boot time (see
+# cmd/cairn-init/main.go).
 bin/cairn-init: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags='-s -w -buildid=' -o $@ ./cmd/cairn-init
 
 bin/cairn-init-pid1: FORCE
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cairn_pid1 -ldflags='-s -w -buildid=' -o $@ ./cmd/cairn-init
+
+bin/cairn-init-early: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cairn_early -ldflags='-s -w -buildid=' -o $@ ./cmd/cairn-init
 
 image: deps build
 	bin/cairn build -o $(OUT) $(OS_FILE)

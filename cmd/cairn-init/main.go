@@ -4,33 +4,31 @@
 // line; invoked as cairn-init with a command (not as PID 1) it offers
 // "images" and "ctr".
 //
-// It is built twice from this source. The full build has everything. The
-// PID 1 build (-tags cairn_pid1) leaves out the command-line tools and the
-// registry client, because the early stage reads the system stage's binary
-// through dm-verity before READY and its size is boot time; it is about half
-// the size of the full build. The image puts the PID 1 build at /init and
-// /sbin/init, and the full build at /usr/bin/cairn-init (with
-// /usr/bin/cairn-runtime linked to it).
+// It is built three times from this source, because on the boot path a
+// binary's size and its packages' initialisation are boot time: the kernel
+// unpacks /init from the initramfs, and the early stage reads the system
+// stage's binary through dm-verity before READY.
+//
+//   - the full build (no tags) has everything: both stages, the container
+//     runtime and its tools; the image installs it as /usr/bin/cairn-init,
+//     with /usr/bin/cairn-runtime linked to it;
+//   - the PID 1 build (-tags cairn_pid1) has both stages and nothing else;
+//     it is /sbin/init;
+//   - the early build (-tags cairn_early) has only the early stage; it is
+//     /init in the initramfs.
 package main
 
 import (
 	"fmt"
 	"os"
-
-	"cairn.dev/cairn/init/early"
-	"cairn.dev/cairn/init/system"
-	"cairn.dev/cairn/runtime/container"
 )
 
 func main() {
 	// A container stage (re-executed by runtime/container) never returns
 	// from here; for everything else it is one environment lookup.
-	container.MaybeStage()
-	switch {
-	case os.Getpid() == 1 && os.Args[0] == "/init":
-		early.Main()
-	case os.Getpid() == 1:
-		system.Main()
+	maybeStage()
+	if os.Getpid() == 1 {
+		pid1() // never returns
 	}
 	if code, ok := tools(os.Args); ok {
 		os.Exit(code)

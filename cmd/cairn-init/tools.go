@@ -1,13 +1,17 @@
-//go:build !cairn_pid1
+//go:build !cairn_pid1 && !cairn_early
 
 package main
 
 import (
 	"path/filepath"
 
+	"cairn.dev/cairn/runtime/container"
 	"cairn.dev/cairn/runtime/ctr"
 	"cairn.dev/cairn/runtime/ociruntime"
 )
+
+// maybeStage runs a container stage re-executed by runtime/container.
+func maybeStage() { container.MaybeStage() }
 
 // tools runs the command-line tools of the full build: the OCI runtime
 // (argv[0] cairn-runtime) and cairn-init images|ctr.

@@ -1,4 +1,4 @@
-//go:build cairn_pid1
+//go:build cairn_pid1 || cairn_early
 
 package main
 
@@ -7,10 +7,14 @@ import (
 	"os"
 )
 
-// tools in the PID 1 build points at the full build, which has them.
-func tools(args []string) (code int, ok bool) {
-	if len(args) > 1 || len(args) == 1 && args[0] != "" {
-		fmt.Fprintln(os.Stderr, "cairn-init: this is the PID 1 build; the tools (images, ctr, cairn-runtime) are in /usr/bin/cairn-init")
-	}
+// maybeStage does nothing in the boot-path builds: PID 1 does not start
+// containers yet, so nothing re-executes it as a container stage. (When it
+// does, its stage must come without the runtime's package initialisation
+// cost on the boot path.)
+func maybeStage() {}
+
+// tools in the boot-path builds points at the full build, which has them.
+func tools([]string) (code int, ok bool) {
+	fmt.Fprintln(os.Stderr, "cairn-init: this is a boot-path build; the tools (images, ctr, cairn-runtime) are in /usr/bin/cairn-init")
 	return 2, true
 }

@@ -18,7 +18,8 @@ import (
 func buildCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	out := fs.String("o", "out", "output `directory`")
-	initBin := fs.String("init", "", "the PID 1 build of cairn-init, a static `binary` (default: cairn-init-pid1 next to this program, or $CAIRN_INIT)")
+	initBin := fs.String("init", "", "the PID 1 build of cairn-init (/sbin/init), a static `binary` (default: cairn-init-pid1 next to this program, or $CAIRN_INIT)")
+	earlyBin := fs.String("early", "", "the early-stage build of cairn-init (/init in the initramfs), a static `binary` (default: cairn-init-early next to this program)")
 	toolsBin := fs.String("tools", "", "the full build of cairn-init, a static `binary` installed as /usr/bin/cairn-init (default: cairn-init next to this program; \"none\" leaves it out)")
 	cache := fs.String("cache", "", "cache `directory` for Debian packages (default: $XDG_CACHE_HOME/cairn)")
 	lock := fs.String("lock", "", "Debian package lock `file` (default: the one built into cairn)")
@@ -45,6 +46,10 @@ func buildCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	early, err := findBinary(*earlyBin, "", "cairn-init-early")
+	if err != nil {
+		return err
+	}
 	tools := ""
 	if *toolsBin != "none" {
 		if tools, err = findBinary(*toolsBin, "", "cairn-init"); err != nil {
@@ -53,7 +58,7 @@ func buildCmd(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	res, err := build.Build(ctx, o, build.Options{
-		OutDir: *out, InitBinary: bin, ToolsBinary: tools, CacheDir: *cache, LockFile: *lock,
+		OutDir: *out, InitBinary: bin, EarlyBinary: early, ToolsBinary: tools, CacheDir: *cache, LockFile: *lock,
 		SourceDateEpoch: epoch,
 		Log:             func(format string, args ...any) { fmt.Fprintf(os.Stderr, "cairn: "+format+"\n", args...) },
 	})

@@ -34,9 +34,12 @@ type Options struct {
 	// OutDir receives <name>.img, <name>.manifest.json, the root image and
 	// the UKIs. It is created if missing.
 	OutDir string
-	// InitBinary is the static PID 1 build of cairn-init, used as /init in
-	// the initramfs and /sbin/init in the root.
+	// InitBinary is the static PID 1 build of cairn-init, /sbin/init in the
+	// root.
 	InitBinary string
+	// EarlyBinary is the early-stage build of cairn-init, /init in the
+	// initramfs. Empty uses InitBinary.
+	EarlyBinary string
 	// ToolsBinary is the full build of cairn-init (the runtime's
 	// command-line tools), installed as /usr/bin/cairn-init with
 	// /usr/bin/cairn-runtime linked to it. Empty leaves it out.
@@ -80,6 +83,12 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	initBin, err := os.ReadFile(opts.InitBinary)
 	if err != nil {
 		return nil, fmt.Errorf("read init binary: %w", err)
+	}
+	earlyBin := initBin
+	if opts.EarlyBinary != "" {
+		if earlyBin, err = os.ReadFile(opts.EarlyBinary); err != nil {
+			return nil, fmt.Errorf("read early-stage binary: %w", err)
+		}
 	}
 	var toolsBin []byte
 	if opts.ToolsBinary != "" {
@@ -125,7 +134,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	}
 
 	// Initramfs, then one UKI per slot.
-	initrd, err := buildInitramfs(ctx, art, bootMods, bootLoad, initBin, mtime)
+	initrd, err := buildInitramfs(ctx, art, bootMods, bootLoad, earlyBin, mtime)
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -178,10 +177,20 @@ func isTextUnmarshaler(v reflect.Value) bool {
 	return ok
 }
 
-var yamlErrPrefix = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?(line \d+: )?`)
-
+// cleanYAMLError drops the "yaml: [unmarshal errors:\n  ][line N: ]" prefix
+// of a yaml.v3 error; the position is reported separately.
 func cleanYAMLError(err error) string {
-	return yamlErrPrefix.ReplaceAllString(err.Error(), "")
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(s, "unmarshal errors:\n"); ok {
+		s = strings.TrimLeft(rest, " \t\n")
+	}
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
+		if digits > 0 && strings.HasPrefix(rest[digits:], ": ") {
+			s = rest[digits+2:]
+		}
+	}
+	return s
 }
 
 func kindName(v reflect.Value) string {

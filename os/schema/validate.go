@@ -3,7 +3,6 @@ package schema
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -16,13 +15,7 @@ var flavours = map[string]bool{"cloud-amd64": true, "amd64": true}
 // DefaultFlavour is the kernel flavour used when the OS file names none.
 const DefaultFlavour = "cloud-amd64"
 
-var (
-	nameRe    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
-	versionRe = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._~-]{0,63}$`)
-	labelRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	moduleRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	lineRe    = regexp.MustCompile(`line (\d+)`)
-)
+var ()
 
 // generatedEtc are the files in /etc that the system stage writes itself.
 var generatedEtc = map[string]bool{
@@ -36,9 +29,11 @@ var fileRoots = []string{"/etc/", "/usr/", "/opt/"}
 func syntaxError(name string, err error) Error {
 	msg := cleanYAMLError(err)
 	e := Error{File: name, Msg: "invalid YAML: " + msg}
-	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		e.Column = 1
+	if _, after, ok := strings.Cut(err.Error(), "line "); ok {
+		digits := after[:len(after)-len(strings.TrimLeft(after, "0123456789"))]
+		if n, err := strconv.Atoi(digits); err == nil {
+			e.Line, e.Column = n, 1
+		}
 	}
 	return e
 }
@@ -66,13 +61,13 @@ func validate(o *OS, d *decoder) {
 	switch {
 	case o.Name == "":
 		bad("name", "required")
-	case !nameRe.MatchString(o.Name):
+	case !validName(o.Name):
 		bad("name", "%q must be 1-32 lower-case letters, digits or dashes, starting and ending with a letter or digit", o.Name)
 	}
 	switch {
 	case o.Version == "":
 		bad("version", "required")
-	case !versionRe.MatchString(o.Version):
+	case !validVersion(o.Version):
 		bad("version", "%q must be 1-64 letters, digits, '.', '_', '~' or '-', starting with a letter or digit ('+' is reserved for boot counting)", o.Version)
 	}
 	if o.Hostname == "" {
@@ -98,7 +93,7 @@ func validate(o *OS, d *decoder) {
 		}
 	}
 	for i, m := range o.Kernel.Modules {
-		if !moduleRe.MatchString(m) {
+		if !validModule(m) {
 			bad(fmt.Sprintf("kernel.modules[%d]", i), "%q is not a module name", m)
 		}
 	}
@@ -173,7 +168,7 @@ func validHostname(h string) bool {
 		return false
 	}
 	for _, l := range strings.Split(h, ".") {
-		if !labelRe.MatchString(l) {
+		if !validLabel(l) {
 			return false
 		}
 	}
@@ -188,4 +183,48 @@ func isEmptyNode(n *yaml.Node) bool {
 		return n.ShortTag() == "!!null"
 	}
 	return false
+}
+
+// The validators below are written out rather than as regular expressions:
+// PID 1 parses the OS file before READY, and compiling regexps at package
+// initialisation costs boot time under emulation.
+
+func isLower(c byte) bool  { return c >= 'a' && c <= 'z' }
+func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
+func isLetter(c byte) bool { return isLower(c) || c >= 'A' && c <= 'Z' }
+
+// allOf reports whether every byte of s satisfies ok.
+func allOf(s string, ok func(byte) bool) bool {
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validName: 1-32 of [a-z0-9-], starting and ending with [a-z0-9].
+func validName(s string) bool {
+	alnum := func(c byte) bool { return isLower(c) || isDigit(c) }
+	return len(s) >= 1 && len(s) <= 32 && alnum(s[0]) && alnum(s[len(s)-1]) &&
+		allOf(s, func(c byte) bool { return alnum(c) || c == '-' })
+}
+
+// validVersion: 1-64 of [0-9A-Za-z._~-], starting with a letter or digit.
+func validVersion(s string) bool {
+	return len(s) >= 1 && len(s) <= 64 && (isLetter(s[0]) || isDigit(s[0])) &&
+		allOf(s, func(c byte) bool { return isLetter(c) || isDigit(c) || strings.IndexByte("._~-", c) >= 0 })
+}
+
+// validLabel: an RFC 1123 host name label of 1-63 characters.
+func validLabel(s string) bool {
+	alnum := func(c byte) bool { return isLetter(c) || isDigit(c) }
+	return len(s) >= 1 && len(s) <= 63 && alnum(s[0]) && alnum(s[len(s)-1]) &&
+		allOf(s, func(c byte) bool { return alnum(c) || c == '-' })
+}
+
+// validModule: 1-64 of [A-Za-z0-9_-].
+func validModule(s string) bool {
+	return len(s) >= 1 && len(s) <= 64 &&
+		allOf(s, func(c byte) bool { return isLetter(c) || isDigit(c) || c == '_' || c == '-' })
 }
