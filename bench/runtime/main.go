@@ -577,7 +577,7 @@ func hostInfo() map[string]string {
 
 func writeMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "## Container start→exit: busybox /bin/true, own netns (n=%d per runtime, %d warm-up)\n\n", r.N, r.Warmup)
-	fmt.Fprintf(w, "Host: kernel %s, %s CPUs. Bundle: Cairn's default spec (namespaces %s; Docker caps, masked/read-only paths, no_new_privs; seccomp: %v), ociVersion %s.\n\n",
+	fmt.Fprintf(w, "Host: kernel %s, %s CPUs. Bundle: Cairn's default spec (namespaces %s; default caps (Docker's without CAP_MKNOD), masked/read-only paths, no_new_privs; seccomp: %v), ociVersion %s.\n\n",
 		r.Host["kernel"], r.Host["cpus"], strings.Join(r.Namespaces, ","), r.Seccomp, bundleOCIVersion)
 	fmt.Fprintln(w, "| runtime | n | median ms | p95 ms | min ms | max ms | mean ms | errors | peak RSS median / max (MiB) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
