@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/runtime/cgroup"
 )
 
 // mount is one line of /proc/self/mountinfo.
@@ -39,31 +41,12 @@ func parseMountinfo(r io.Reader) ([]mount, error) {
 		if len(pf) < 5 || len(sf) < 3 {
 			continue
 		}
-		out = append(out, mount{Point: unescapeOctal(pf[4]), FSType: sf[0], Options: strings.Split(sf[2], ",")})
+		out = append(out, mount{Point: cgroup.UnescapeMount(pf[4]), FSType: sf[0], Options: strings.Split(sf[2], ",")})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	return out, nil
-}
-
-// unescapeOctal undoes mountinfo's \NNN escapes.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupLayout is the host's cgroup setup.

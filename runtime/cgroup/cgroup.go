@@ -49,7 +49,7 @@ func parseMountinfo(f interface{ Read([]byte) (int, error) }) (string, error) {
 		if len(pre) < 5 || len(post) < 1 || post[0] != "cgroup2" {
 			continue
 		}
-		mp := unescapeMount(pre[4])
+		mp := UnescapeMount(pre[4])
 		if best == "" || mp == "/sys/fs/cgroup" {
 			best = mp
 		}
@@ -63,8 +63,8 @@ func parseMountinfo(f interface{ Read([]byte) (int, error) }) (string, error) {
 	return best, nil
 }
 
-// unescapeMount undoes mountinfo's octal escapes (\040 for space, ...).
-func unescapeMount(s string) string {
+// UnescapeMount undoes mountinfo's octal escapes (\040 for space, ...).
+func UnescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

@@ -11,34 +11,14 @@ import (
 	"time"
 
 	"cairn.dev/cairn/init/bootcount"
+	"cairn.dev/cairn/update/fetch"
 )
 
 // Clock is the agent's time: injected so tests run without waiting.
-type Clock interface {
-	Now() time.Time
-	Sleep(ctx context.Context, d time.Duration) error
-}
+type Clock = fetch.Clock
 
 // RealClock is the system clock.
-type RealClock struct{}
-
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
-
-// Sleep waits d or until ctx ends.
-func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+type RealClock = fetch.RealClock
 
 // Health is what a trial boot must show before it is blessed.
 type Health struct {

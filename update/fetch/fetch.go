@@ -53,7 +53,7 @@ type Options struct {
 	// and the total size (-1 when unknown).
 	Progress func(done, total int64)
 
-	clock clock // tests inject a fake clock
+	clock Clock // tests inject a fake clock
 }
 
 // Error statuses that will not change by retrying.
@@ -103,7 +103,7 @@ func Get(ctx context.Context, rawURL, dst string, opts Options) error {
 		opts.MaxBackoff = time.Minute
 	}
 	if opts.clock == nil {
-		opts.clock = realClock{}
+		opts.clock = RealClock{}
 	}
 	client := opts.Client
 	if client == nil {
@@ -341,17 +341,20 @@ func parseContentRange(s string) (start, end, size int64, ok bool) {
 	return start, end, size, true
 }
 
-// clock is time as the limiter and the backoff see it.
-type clock interface {
+// Clock is time as the limiter and the backoff see it (tests inject a fake).
+type Clock interface {
 	Now() time.Time
 	Sleep(ctx context.Context, d time.Duration) error
 }
 
-type realClock struct{}
+// RealClock is the system clock.
+type RealClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+// Now returns time.Now().
+func (RealClock) Now() time.Time { return time.Now() }
 
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits d or until ctx ends.
+func (RealClock) Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -369,10 +372,10 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 type limiter struct {
 	lim   *rate.Limiter
 	burst int
-	clock clock
+	clock Clock
 }
 
-func newLimiter(bytesPerSec int64, c clock) *limiter {
+func newLimiter(bytesPerSec int64, c Clock) *limiter {
 	// A burst of 1/8 s of traffic (at least 1 KiB, at most 256 KiB) keeps
 	// the rate smooth without tiny reads.
 	burst := int(min(max(bytesPerSec/8, 1<<10), 256<<10))
@@ -434,7 +437,7 @@ func GetBytes(ctx context.Context, rawURL string, opts Options) ([]byte, error) 
 		opts.MaxBackoff = time.Minute
 	}
 	if opts.clock == nil {
-		opts.clock = realClock{}
+		opts.clock = RealClock{}
 	}
 	client := opts.Client
 	if client == nil {
