@@ -19,22 +19,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-)
 
-// requireRoot skips without root, but fails in CI (CI=true), where a skipped
-// root test is a setup bug.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("root network test skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (CI=true: not skipping)")
-		}
-		t.Skip("needs root")
-	}
-}
+	"cairn.dev/cairn/internal/testhost"
+)
 
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
@@ -151,7 +138,7 @@ func (l *lines) wait(substr string, timeout time.Duration) string {
 // search domain, NTP option, host name, hosts file, online signal, a
 // renewal, an NTP query over the path, and the release at the end.
 func TestDHCPNetns(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	dnsmasq := requireTool(t, "dnsmasq")
 	dir := t.TempDir()
 	cns, sns := newNS(t), newNS(t)
@@ -329,7 +316,7 @@ func TestDHCPNetns(t *testing.T) {
 
 // TestStaticNetns applies a static config in a namespace of its own.
 func TestStaticNetns(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	ns := newNS(t)
 	h := handleAt(t, ns)
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "st0"}, PeerName: "peer0"}); err != nil {

@@ -2,7 +2,6 @@ package container
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/runtime/logs"
 )
 
@@ -29,42 +29,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(filepath.Dir(probeOnce.path))
 	}
 	os.Exit(code)
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("host container tests need root")
-		}
-		t.Skip("needs root")
-	}
-}
-
-// busyboxPath finds Debian's busybox-static (a static ELF: no PT_INTERP).
-func busyboxPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("busybox-static not installed (apt-get install busybox-static)")
-	}
-	t.Skip("busybox-static not installed")
-	return ""
 }
 
 const probeSrc = `package main
@@ -156,7 +120,7 @@ func probe(t *testing.T) string {
 // makeRootfs builds a busybox rootfs with /etc/passwd and /etc/group.
 func makeRootfs(t *testing.T) string {
 	t.Helper()
-	bb := busyboxPath(t)
+	bb := testhost.Busybox(t)
 	root := t.TempDir()
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys", "home/app", "root", "secret"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -203,7 +167,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	needRoot(t)
+	testhost.Root(t)
 	rt, err := New(Options{Root: t.TempDir(), CgroupParent: "cairn-test-" + strconv.Itoa(os.Getpid())})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package ctr
 import (
 	"archive/tar"
 	"bytes"
-	"debug/elf"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/runtime/cgroup"
 )
 
@@ -35,41 +35,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(built.dir)
 	}
 	os.Exit(code)
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("host tests need root (CI=true: not skipping)")
-		}
-		t.Skip("needs root")
-	}
-}
-
-func busyboxPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("busybox-static not installed (apt-get install busybox-static)")
-	}
-	t.Skip("busybox-static not installed")
-	return ""
 }
 
 var built struct {
@@ -107,7 +72,7 @@ func binary(t *testing.T) string {
 // busyboxLayout writes an OCI layout with one busybox image named ref.
 func busyboxLayout(t *testing.T, ref string) string {
 	t.Helper()
-	bb, err := os.ReadFile(busyboxPath(t))
+	bb, err := os.ReadFile(testhost.Busybox(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +207,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	needRoot(t)
+	testhost.Root(t)
 	dir := t.TempDir()
 	host := newHostNS(t)
 	parent := "cairn-ctrtest-" + strconv.Itoa(os.Getpid())

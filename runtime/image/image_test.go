@@ -32,18 +32,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 
+	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/runtime/image/unpack"
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("test needs root (CI=true: not skipping)")
-		}
-		t.Skip("test needs root")
-	}
-}
 
 type tent struct {
 	name, body, link string
@@ -211,7 +202,7 @@ func readTree(t testing.TB, dirs []string, rel string) (string, bool) {
 }
 
 func TestPullWithTokenAuth(t *testing.T) {
-	requireRoot(t) // whiteouts need mknod
+	testhost.Root(t) // whiteouts need mknod
 	host := tokenRegistry(t, "alice", "pw")
 	kc, err := LoadDockerConfig(writeDockerConfig(t, host, "alice", "pw"))
 	if err != nil {
@@ -506,7 +497,7 @@ func lyingImage(t testing.TB, decl []byte, diffID string, served []byte) v1.Imag
 }
 
 func TestAddVerifies(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	good := tarBytes(t, tent{name: "f", body: "good"})
 	evil := tarBytes(t, tent{name: "f", body: "evil"})
 	hostile := tarBytes(t, tent{name: "../../escape", body: "x"})
@@ -609,7 +600,7 @@ func TestGC(t *testing.T) {
 // TestOverlayMount mounts the snapshots of an image with real overlayfs and
 // checks that whiteouts and opaque directories take effect.
 func TestOverlayMount(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	ctx := context.Background()
 	s := newStore(t)
 	added, err := s.Add(ctx, whiteoutImage(t))
@@ -663,7 +654,7 @@ func TestOverlayMount(t *testing.T) {
 }
 
 func TestUserNSSnapshots(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	_ = tw.WriteHeader(&tar.Header{Name: "su", Typeflag: tar.TypeReg, Mode: 0o4755, Size: 1})

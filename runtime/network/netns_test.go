@@ -18,22 +18,14 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/internal/testhost"
 )
 
 // These tests run as root, entirely inside network namespaces they create: a "host"
 // namespace where the manager puts its bridge and nftables table, container
 // namespaces, and an "outside" namespace. The real host's links and ruleset are never
 // touched; every namespace is released (and with it its links and rules) on cleanup.
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (CI=true: not skipping)")
-		}
-		t.Skip("needs root")
-	}
-}
 
 // testNS is a network namespace kept alive by an open fd.
 type testNS struct {
@@ -214,7 +206,7 @@ func portRules(t *testing.T, host *testNS) int {
 }
 
 func TestBridgeEndToEnd(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	// With br_netfilter, bridged frames go through the host's netfilter hooks, which
 	// hides missing hairpin NAT; test both ways when this kernel has it (a guest
 	// kernel may not).
@@ -449,7 +441,7 @@ func setAddrUp(t *testing.T, h *netlink.Handle, name, cidr string) {
 }
 
 func TestLeasesPersistAndGC(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	ctx := context.Background()
 	host := newTestNS(t)
 	hh := host.handle(t)
@@ -505,7 +497,7 @@ func TestLeasesPersistAndGC(t *testing.T) {
 }
 
 func TestConcurrentAttach(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	ctx := context.Background()
 	host := newTestNS(t)
 	hh := host.handle(t)
@@ -564,7 +556,7 @@ func TestConcurrentAttach(t *testing.T) {
 }
 
 func TestModeNoneAndHost(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	ctx := context.Background()
 	host := newTestNS(t)
 	ctr := newTestNS(t)

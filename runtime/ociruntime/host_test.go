@@ -2,7 +2,6 @@ package ociruntime
 
 import (
 	"bytes"
-	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/runtime/cgroup"
 )
 
@@ -26,42 +26,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(built.dir)
 	}
 	os.Exit(code)
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("host tests need root (CI=true: not skipping)")
-		}
-		t.Skip("needs root")
-	}
-}
-
-// busyboxPath finds Debian's busybox-static (a static ELF: no PT_INTERP).
-func busyboxPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("busybox-static not installed (apt-get install busybox-static)")
-	}
-	t.Skip("busybox-static not installed")
-	return ""
 }
 
 // built is the real guest binary, built once per test run, linked as
@@ -101,7 +65,7 @@ func runtimeBinary(t *testing.T) string {
 // makeRootfs builds a busybox rootfs in dir.
 func makeRootfs(t *testing.T, dir string) {
 	t.Helper()
-	bb := busyboxPath(t)
+	bb := testhost.Busybox(t)
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -134,7 +98,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	needRoot(t)
+	testhost.Root(t)
 	e := &env{t: t, bin: runtimeBinary(t), root: t.TempDir(), parent: "cairn-ocitest-" + strconv.Itoa(os.Getpid())}
 	// Like containerd-shim and conmon: become the subreaper that inherits
 	// containers after "create" exits, and reap them (reapPid).
@@ -508,7 +472,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	needRoot(t)
+	testhost.Root(t)
 	out, err := exec.Command(runtimeBinary(t), "--version").Output()
 	if err != nil || !strings.Contains(string(out), "cairn-runtime version") || !strings.Contains(string(out), "spec: "+specs.Version) {
 		t.Fatalf("--version: %q %v", out, err)

@@ -6,12 +6,14 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"cairn.dev/cairn/internal/testhost"
 )
 
 // BenchmarkUnpack unpacks a 64 MiB layer of 2048 files of 32 KiB in 64
 // directories (uncompressed tar, so it measures the unpacker, not gzip).
 func BenchmarkUnpack(b *testing.B) {
-	requireRoot(b)
+	testhost.Root(b)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	body := bytes.Repeat([]byte("cairn!"), 32<<10/6)

@@ -17,17 +17,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
-)
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("test needs root (CI=true: not skipping)")
-		}
-		t.Skip("test needs root")
-	}
-}
+	"cairn.dev/cairn/internal/testhost"
+)
 
 // ent describes one tar entry for tests.
 type ent struct {
@@ -142,7 +134,7 @@ func unpackBytes(t testing.TB, root string, data []byte, opts Options) (Stats, e
 }
 
 func TestUnpackBasic(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	root, check := sandbox(t)
 	data := mkTar(t,
 		ent{name: "etc/", typ: tar.TypeDir, mode: 0o750},
@@ -210,7 +202,7 @@ func TestUnpackBasic(t *testing.T) {
 }
 
 func TestUnpackWhiteouts(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	root, check := sandbox(t)
 	data := mkTar(t,
 		ent{name: "a/", typ: tar.TypeDir, mode: 0o755},
@@ -402,7 +394,7 @@ func hostileCases(t testing.TB) []struct {
 }
 
 func TestUnpackHostile(t *testing.T) {
-	requireRoot(t)
+	testhost.Root(t)
 	for _, tc := range hostileCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			root, check := sandbox(t)
