@@ -17,6 +17,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"cairn.dev/cairn/internal/atomicfile"
 )
 
 // maxModuleSize bounds a decompressed .ko.xz/.ko.zst module.
@@ -68,7 +70,7 @@ func Depmod(ctx context.Context, modulesDir string) error {
 		if err := w.Flush(); err != nil {
 			return fmt.Errorf("depmod: generating %s: %w", f.name, err)
 		}
-		if err := writeFileAtomic(filepath.Join(modulesDir, f.name), buf.Bytes()); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(modulesDir, f.name), buf.Bytes(), 0o644); err != nil {
 			return fmt.Errorf("depmod: %w", err)
 		}
 	}
@@ -316,28 +318,4 @@ func writeSoftdep(w *bufio.Writer, mods []*depmodModule) {
 			fmt.Fprintf(w, "softdep %s %s\n", m.name, s)
 		}
 	}
-}
-
-// writeFileAtomic writes data to name through a temporary file and rename.
-func writeFileAtomic(name string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	return nil
 }

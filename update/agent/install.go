@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"cairn.dev/cairn/internal/atomicfile"
 	"cairn.dev/cairn/update/chunk"
 	"cairn.dev/cairn/update/tuf"
 )
@@ -314,19 +315,7 @@ func removeStale(esp string, slot, booted *Slot, version string) error {
 			return fmt.Errorf("ESP: remove stale %s: %w", n, err)
 		}
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(dir)
 }
 
 // writeRoot writes the image into the slot: delta first, full download as
@@ -460,7 +449,7 @@ func (t *Target) writeUKI() (Step, error) {
 	if err := os.Rename(tmp, final); err != nil {
 		return StepUKI, fmt.Errorf("uki: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return StepUKI, fmt.Errorf("uki: %w", err)
 	}
 	t.logf("wrote %s", filepath.Join(ukiDir, filepath.Base(final)))

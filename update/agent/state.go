@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"cairn.dev/cairn/internal/atomicfile"
 )
 
 // Phase is where the update agent is.
@@ -136,24 +138,8 @@ func SaveState(p string, s State) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(p, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cairn.dev/cairn/init/bootcount"
+	"cairn.dev/cairn/internal/atomicfile"
 	"cairn.dev/cairn/update/fetch"
 )
 
@@ -189,7 +190,7 @@ func MarkBad(esp, countPath string) (string, error) {
 	if err := os.Rename(src, dst); err != nil {
 		return "", fmt.Errorf("mark bad: %w", err)
 	}
-	if err := syncDir(d); err != nil {
+	if err := atomicfile.SyncDir(d); err != nil {
 		return bad, fmt.Errorf("mark bad: %w", err)
 	}
 	return bad, nil

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
+
+	"cairn.dev/cairn/internal/atomicfile"
 )
 
 // WriteStats says what WriteChunks did.
@@ -76,7 +78,7 @@ func WriteChunks(ctx context.Context, imagePath string, idx *Index, chunksDir st
 			return st, fmt.Errorf("write chunks: chunk %d of %s does not match the index (image changed?)", i, imagePath)
 		}
 		blob := enc.EncodeAll(data, nil)
-		if err := writeAtomic(dst, blob); err != nil {
+		if err := writeBlob(dst, blob); err != nil {
 			return st, fmt.Errorf("write chunks: %w", err)
 		}
 		st.Written++
@@ -84,33 +86,6 @@ func WriteChunks(ctx context.Context, imagePath string, idx *Index, chunksDir st
 		st.CompressedBytes += int64(len(blob))
 	}
 	return st, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // DecodeBlob decompresses a chunk blob (as stored in the repository) and
@@ -158,4 +133,12 @@ func DirFetcher(chunksDir string) func(ctx context.Context, sum string) (io.Read
 		}
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}
+}
+
+// writeBlob stores a chunk blob, creating its fan-out directory.
+func writeBlob(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, data, 0o644)
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"cairn.dev/cairn/images/manifest"
+	"cairn.dev/cairn/internal/atomicfile"
 	"cairn.dev/cairn/update/tuf"
 )
 
@@ -285,7 +286,7 @@ func (r *repository) commit(signers map[string][]*roleKey, opts Options, signTar
 		if err != nil {
 			return fmt.Errorf("targets: %w", err)
 		}
-		if err := writeAtomic(filepath.Join(md, fmt.Sprintf("%d.targets.json", r.targets.Signed.Version)), data); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(md, fmt.Sprintf("%d.targets.json", r.targets.Signed.Version)), data, 0o644); err != nil {
 			return err
 		}
 		r.snapshot.Signed.Meta["targets.json"] = metaFile(r.targets.Signed.Version, data)
@@ -298,7 +299,7 @@ func (r *repository) commit(signers map[string][]*roleKey, opts Options, signTar
 		if err != nil {
 			return fmt.Errorf("snapshot: %w", err)
 		}
-		if err := writeAtomic(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", r.snapshot.Signed.Version)), data); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", r.snapshot.Signed.Version)), data, 0o644); err != nil {
 			return err
 		}
 		r.timestamp.Signed.Meta["snapshot.json"] = metaFile(r.snapshot.Signed.Version, data)
@@ -309,7 +310,7 @@ func (r *repository) commit(signers map[string][]*roleKey, opts Options, signTar
 	if err != nil {
 		return fmt.Errorf("timestamp: %w", err)
 	}
-	return writeAtomic(filepath.Join(md, "timestamp.json"), data)
+	return atomicfile.WriteFile(filepath.Join(md, "timestamp.json"), data, 0o644)
 }
 
 // sign replaces m's signatures by those of keys and returns its file bytes.
@@ -337,38 +338,10 @@ func (r *repository) writeRoot() error {
 		return fmt.Errorf("encode root: %w", err)
 	}
 	md := filepath.Join(r.dir, metadataDir)
-	if err := writeAtomic(filepath.Join(md, fmt.Sprintf("%d.root.json", r.root.Signed.Version)), data); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(md, fmt.Sprintf("%d.root.json", r.root.Signed.Version)), data, 0o644); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(md, "root.json"), data)
-}
-
-// writeAtomic writes data to p through a synced temporary file and a rename.
-func writeAtomic(p string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", p, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(md, "root.json"), data, 0o644)
 }
 
 // ChunkIndexFunc splits the root image at rootImage into chunks, stores
@@ -507,7 +480,7 @@ func Publish(ctx context.Context, repoDir, keysDir, manifestPath string, opts Pu
 		}
 		sum := sha256.Sum256(index)
 		hexSum := hex.EncodeToString(sum[:])
-		if err := writeAtomic(filepath.Join(dstDir, hexSum+"."+tuf.ChunkIndexFile), index); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dstDir, hexSum+"."+tuf.ChunkIndexFile), index, 0o644); err != nil {
 			return nil, err
 		}
 		c := base

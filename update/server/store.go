@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/internal/atomicfile"
 )
 
 // Store keeps the server's state: reboot leases per group, update reports,
@@ -157,37 +159,11 @@ func (s *FileStore) update(ctx context.Context, write bool, fn func(*fileState) 
 	if err != nil {
 		return fmt.Errorf("file store: encode: %w", err)
 	}
-	return writeFileAtomic(s.path, out)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(s.path, out, 0o600); err != nil {
 		return fmt.Errorf("file store: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if err := atomicfile.SyncDir(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("file store: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("file store: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("file store: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("file store: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("file store: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("file store: sync dir: %w", err)
 	}
 	return nil
 }

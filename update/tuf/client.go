@@ -32,6 +32,8 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"cairn.dev/cairn/internal/atomicfile"
 )
 
 // ErrNotRefreshed is returned by Versions and Download before a successful Refresh.
@@ -235,31 +237,11 @@ func (c *Client) saveRoots(f *fetcher, trustedVersion int64) error {
 			continue
 		}
 		p := filepath.Join(c.cfg.MetadataDir, fmt.Sprintf("%d.root.json", v))
-		if err := writeFileAtomic(p, data); err != nil {
+		if err := atomicfile.WriteFile(p, data, 0o600); err != nil {
 			return fmt.Errorf("cache root version %d: %w", v, err)
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(p string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
 }
 
 // Target is one signed file of a version.
