@@ -93,22 +93,7 @@ func Get(ctx context.Context, rawURL, dst string, opts Options) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("fetch: bad URL %q", rawURL)
 	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = time.Minute
-	}
-	if opts.clock == nil {
-		opts.clock = RealClock{}
-	}
-	client := opts.Client
-	if client == nil {
-		client = &http.Client{Transport: NewTransport(opts.Proxy)}
-	}
+	opts, client := opts.withDefaults()
 	g := &getter{url: rawURL, dst: dst, opts: opts, client: client}
 	if opts.Limit > 0 {
 		g.lim = newLimiter(opts.Limit, opts.clock)
@@ -415,18 +400,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// GetBytes downloads a small file (a chunk blob, a metadata file) into
-// memory with the same proxy, bandwidth limit and retry rules as Get, but
-// no resume: a failed attempt starts again. MaxSize should be set; it
-// defaults to 64 MiB.
-func GetBytes(ctx context.Context, rawURL string, opts Options) ([]byte, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("fetch: bad URL %q", rawURL)
-	}
-	if opts.MaxSize <= 0 {
-		opts.MaxSize = 64 << 20
-	}
+// withDefaults fills the retry settings and the clock, and returns the HTTP
+// client to use.
+func (opts Options) withDefaults() (Options, *http.Client) {
 	if opts.Attempts <= 0 {
 		opts.Attempts = 5
 	}
@@ -443,6 +419,22 @@ func GetBytes(ctx context.Context, rawURL string, opts Options) ([]byte, error) 
 	if client == nil {
 		client = &http.Client{Transport: NewTransport(opts.Proxy)}
 	}
+	return opts, client
+}
+
+// GetBytes downloads a small file (a chunk blob, a metadata file) into
+// memory with the same proxy, bandwidth limit and retry rules as Get, but
+// no resume: a failed attempt starts again. MaxSize should be set; it
+// defaults to 64 MiB.
+func GetBytes(ctx context.Context, rawURL string, opts Options) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("fetch: bad URL %q", rawURL)
+	}
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = 64 << 20
+	}
+	opts, client := opts.withDefaults()
 	var lim *limiter
 	if opts.Limit > 0 {
 		lim = newLimiter(opts.Limit, opts.clock)
