@@ -6,7 +6,10 @@ package testhost
 
 import (
 	"debug/elf"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -49,4 +52,40 @@ func Busybox(t testing.TB) string {
 	}
 	unavailable(t, "busybox-static not installed (apt-get install busybox-static)")
 	return ""
+}
+
+// BuildGuest builds the full cairn-init (static) into dir and returns its
+// path. Callers build it once per test binary and remove dir afterwards.
+func BuildGuest(dir string) (string, error) {
+	out := filepath.Join(dir, "cairn-init")
+	cmd := exec.Command("go", "build", "-o", out, "cairn.dev/cairn/cmd/cairn-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build cairn-init: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// BusyboxRoot fills dir with a minimal root: the usual top directories,
+// Debian's static busybox as /bin/busybox and a /bin link to it for each
+// applet.
+func BusyboxRoot(t testing.TB, dir string, applets ...string) {
+	t.Helper()
+	data, err := os.ReadFile(Busybox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range applets {
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", app)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

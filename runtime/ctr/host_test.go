@@ -53,15 +53,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		built.dir = dir
-		args := []string{"build"}
-		if mf := os.Getenv("CAIRN_TEST_MODFILE"); mf != "" {
-			args = append(args, "-modfile="+mf)
-		}
-		cmd := exec.Command("go", append(args, "-o", filepath.Join(dir, "cairn-init"), "cairn.dev/cairn/cmd/cairn-init")...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build cairn-init: %v\n%s", err, out)
-		}
+		_, built.err = testhost.BuildGuest(dir)
 	})
 	if built.err != nil {
 		t.Fatal(built.err)

@@ -45,13 +45,7 @@ func runtimeBinary(t *testing.T) string {
 			return
 		}
 		built.dir = dir
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "cairn-init"), "cairn.dev/cairn/cmd/cairn-init")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if mf := os.Getenv("CAIRN_TEST_MODFILE"); mf != "" {
-			cmd.Args = append(cmd.Args[:2], append([]string{"-modfile=" + mf}, cmd.Args[2:]...)...)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build cairn-init: %v\n%s", err, out)
+		if _, built.err = testhost.BuildGuest(dir); built.err != nil {
 			return
 		}
 		built.err = os.Symlink("cairn-init", filepath.Join(dir, "cairn-runtime"))
@@ -65,24 +59,7 @@ func runtimeBinary(t *testing.T) string {
 // makeRootfs builds a busybox rootfs in dir.
 func makeRootfs(t *testing.T, dir string) {
 	t.Helper()
-	bb := testhost.Busybox(t)
-	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, app := range []string{"sh", "true", "false", "echo", "sleep", "cat"} {
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", app)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testhost.BusyboxRoot(t, dir, "sh", "true", "false", "echo", "sleep", "cat")
 	if err := os.WriteFile(filepath.Join(dir, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
