@@ -74,8 +74,6 @@ func NewSet(ix *Index, l Loader) *Set {
 	return &Set{ix: ix, loader: l, jobs: map[string]*job{}, now: func() time.Duration { return time.Since(t0) }}
 }
 
-// Index returns the Set's index.
-func (s *Set) Index() *Index { return s.ix }
 
 // Load loads the named modules (names or aliases) and their dependencies and
 // waits for them. It returns the results of the modules this call waited for,
