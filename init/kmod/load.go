@@ -74,7 +74,6 @@ func NewSet(ix *Index, l Loader) *Set {
 	return &Set{ix: ix, loader: l, jobs: map[string]*job{}, now: func() time.Duration { return time.Since(t0) }}
 }
 
-
 // Load loads the named modules (names or aliases) and their dependencies and
 // waits for them. It returns the results of the modules this call waited for,
 // in no particular order, and an error joining the failures.
