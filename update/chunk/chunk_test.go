@@ -488,11 +488,11 @@ func TestAssembleTargetIsSource(t *testing.T) {
 	if !bytes.Equal(slot.b[:len(cur)], cur) {
 		t.Fatal("assembled image differs")
 	}
-	// The insertion shifts later content forward, so writing in order
-	// overwrites what later chunks would copy.
-	if st.Refetched == 0 {
-		t.Fatal("expected refetches when the target overlaps its own source")
-	}
+	// The insertion shifts later content forward, so writing in order may
+	// overwrite what later chunks would copy. Whether it does depends on how
+	// far the workers read ahead of the writer, so the count is only logged;
+	// that an overwritten chunk is refetched is checked deterministically by
+	// TestAssembleLocalChangedAfterPlan.
 	t.Logf("in-place: %d refetched, %d bytes fetched", st.Refetched, st.FetchedBytes)
 }
 

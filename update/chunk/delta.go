@@ -183,7 +183,7 @@ func Assemble(ctx context.Context, idx *Index, d *Delta, fetch FetchFunc, w io.W
 	}
 	ctx, cancel := context.WithCancel(ctx)
 
-	a := &assembler{idx: idx, d: d, fetch: fetch, dups: make(map[string]int), cache: make(map[string][]byte)}
+	a := &assembler{idx: idx, d: d, fetch: fetch, dups: make(map[string]int), cache: make(map[string][]byte), inflight: make(map[string]chan struct{})}
 	for i, l := range d.Local {
 		if l.Source < 0 {
 			a.dups[idx.Chunks[i].SHA256]++
@@ -290,6 +290,7 @@ type assembler struct {
 	dups       map[string]int // fetch count per sha256, before the run
 	cache      map[string][]byte
 	cacheBytes int
+	inflight   map[string]chan struct{} // fetches under way, closed when done
 }
 
 // produce returns the verified bytes of chunk i and whether they were
@@ -312,12 +313,35 @@ func (a *assembler) produce(ctx context.Context, i int) ([]byte, bool, bool, err
 }
 
 func (a *assembler) fetchChunk(ctx context.Context, c Chunk) ([]byte, error) {
-	a.mu.Lock()
-	if data, ok := a.cache[c.SHA256]; ok {
+	// One fetch per chunk at a time: a worker that needs a chunk another
+	// worker is fetching waits for it and then takes it from the cache
+	// (it fetches itself only if the cache had no room for it).
+	for {
+		a.mu.Lock()
+		if data, ok := a.cache[c.SHA256]; ok {
+			a.mu.Unlock()
+			return data, nil
+		}
+		wait, busy := a.inflight[c.SHA256]
+		if !busy {
+			done := make(chan struct{})
+			a.inflight[c.SHA256] = done
+			a.mu.Unlock()
+			defer func() {
+				a.mu.Lock()
+				delete(a.inflight, c.SHA256)
+				a.mu.Unlock()
+				close(done)
+			}()
+			break
+		}
 		a.mu.Unlock()
-		return data, nil
+		select {
+		case <-wait: // look again: cached now, or this worker fetches it
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	a.mu.Unlock()
 	if a.fetch == nil {
 		return nil, fmt.Errorf("assemble: chunk %s must be fetched and no fetch function was given", c.SHA256)
 	}
