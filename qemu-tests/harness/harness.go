@@ -255,17 +255,7 @@ func (v *VM) TryQMP(cmd string, args any) (json.RawMessage, error) {
 	}
 	ctx, cancel := context.WithTimeout(v.ctx, qmp.DefaultTimeout)
 	defer cancel()
-	res, err := c.ExecuteContext(ctx, cmd, args)
-	if err != nil {
-		// Do not reuse a connection that failed: the next call reconnects.
-		v.mu.Lock()
-		if v.qmp == c {
-			v.qmp = nil
-		}
-		v.mu.Unlock()
-		_ = c.Close()
-	}
-	return res, err
+	return c.ExecuteContext(ctx, cmd, args)
 }
 
 func (v *VM) qmpClient() (*qmp.Client, error) {
@@ -305,10 +295,8 @@ func (v *VM) PowerOff(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		// A press that QMP does not confirm (QEMU busy) is pressed again,
-		// like a lost one; the deadline below bounds both.
 		if _, err := v.TryQMP("system_powerdown", nil); err != nil && !v.exited() {
-			t.Logf("harness: system_powerdown: %v (pressing again)", err)
+			t.Fatalf("harness: system_powerdown: %v\n%s", err, v.report())
 		}
 		_, err := v.Console().WaitFor(v.ctx, qemu.Substr("cairn: shutdown complete"), 5*time.Second)
 		if err == nil {
