@@ -177,22 +177,27 @@ func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
 }
 
 // watch sets the connection deadline from ctx and unblocks I/O if ctx is
-// cancelled. The returned func must be called when the operation is done.
+// cancelled. The returned func must be called when the operation is done;
+// when it returns, the watcher no longer touches the connection.
 func (c *Client) watch(ctx context.Context) func() {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.conn.SetDeadline(dl)
 	} else {
 		_ = c.conn.SetDeadline(time.Time{})
 	}
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		select {
 		case <-ctx.Done():
 			_ = c.conn.SetDeadline(time.Unix(1, 0))
 		case <-done:
 		}
 	}()
-	return func() { close(done) }
+	// Wait for the watcher to finish: if ctx ended just as the operation
+	// did, a watcher still running could otherwise set its past deadline
+	// after the next operation set its own, failing that one at once.
+	return func() { close(done); <-exited }
 }
 
 // Close closes the connection.

@@ -283,3 +283,25 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// A client dialled with a context that ends right after the dial (as the
+// harness and qemu.VM.QMP do) must keep working: the dial's watcher must not
+// put its past deadline on the connection after a later command set its
+// own. Before the fix this failed in a fraction of the rounds.
+func TestDialContextEndsAfterDial(t *testing.T) {
+	for round := range 100 {
+		sock := fakeServer(t, func(req map[string]any) []string {
+			return []string{reply(req, `"return": {}`)}
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := Dial(ctx, sock)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Execute("query-status", nil); err != nil {
+			t.Fatalf("round %d: command after the dial's context ended: %v", round, err)
+		}
+		c.Close()
+	}
+}
