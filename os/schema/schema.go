@@ -38,10 +38,12 @@ type OS struct {
 	// Network configures the machine's interfaces, DNS and NTP; nil means
 	// DHCP on the first ethernet interface.
 	Network *netconf.Config `yaml:"network"`
-	// Services and Update are reserved for the service supervisor and the
-	// update engine; this version of cairn refuses them when non-empty.
-	Services yaml.Node `yaml:"services"`
-	Update   yaml.Node `yaml:"update"`
+	// Services are the long-running containers, by name; Onboot the one-shot
+	// containers run in order before them.
+	Services map[string]Service `yaml:"services"`
+	Onboot   []Onboot           `yaml:"onboot"`
+	// Update configures the update agent; nil: no automatic updates.
+	Update *Update `yaml:"update"`
 
 	// Source is the path the file was read from, for resolving relative
 	// paths such as File.Source. It is not part of the YAML.

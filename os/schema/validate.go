@@ -114,12 +114,7 @@ func validate(o *OS, d *decoder) {
 			}
 		}
 	}
-	if !o.Services.IsZero() && !isEmptyNode(&o.Services) {
-		bad("services", "services are not supported by this version of cairn yet")
-	}
-	if !o.Update.IsZero() && !isEmptyNode(&o.Update) {
-		bad("update", "update settings are not supported by this version of cairn yet")
-	}
+	// TODO(services): validate services, onboot and update (see services.go).
 }
 
 func validateFile(f *File, field string, seen map[string]int, i int, bad func(string, string, ...any)) {
