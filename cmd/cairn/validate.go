@@ -25,7 +25,7 @@ func validateCmd(args []string) error {
 	}
 	bad := 0
 	for _, f := range fs.Args() {
-		if _, err := schema.Load(f); err != nil {
+		if _, err := schema.LoadForBuild(f); err != nil {
 			bad++
 			var es schema.Errors
 			if errors.As(err, &es) {

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"encoding"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -10,6 +11,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 )
+
+// errSyntax marks an UnmarshalText error that only says the text is not of
+// the expected form; the decoder then reports "expected X, got Y".
+var errSyntax = errors.New("syntax")
 
 // maxAliasDepth bounds alias chains so that hostile input cannot recurse
 // without end.
@@ -22,6 +27,22 @@ type decoder struct {
 	file  string
 	errs  Errors
 	nodes map[string]*yaml.Node
+	// keys are the key nodes of mapping entries, by path, for errors about
+	// a name (a service's) rather than its value.
+	keys map[string]*yaml.Node
+}
+
+// sorted returns the errors ordered by position (problems with the whole
+// file first), keeping the order of equal positions.
+func (d *decoder) sorted() Errors {
+	sort.SliceStable(d.errs, func(i, j int) bool {
+		a, b := d.errs[i], d.errs[j]
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Column < b.Column
+	})
+	return d.errs
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -32,7 +53,12 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, e)
 }
 
-var nodeType = reflect.TypeFor[yaml.Node]()
+var (
+	nodeType       = reflect.TypeFor[yaml.Node]()
+	stringListType = reflect.TypeFor[StringList]()
+	envType        = reflect.TypeFor[Env]()
+	dependsOnType  = reflect.TypeFor[DependsOn]()
+)
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) {
 	if n.Kind == yaml.AliasNode {
@@ -50,6 +76,17 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 	}
 	if isNull(n) {
 		return // leave the zero value: the field counts as absent
+	}
+	switch v.Type() {
+	case stringListType:
+		d.stringList(n, v, path)
+		return
+	case envType:
+		d.env(n, v, path)
+		return
+	case dependsOnType:
+		d.dependsOn(n, v, path, depth)
+		return
 	}
 	if v.CanAddr() {
 		if _, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
@@ -133,6 +170,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string, depth int)
 			continue
 		}
 		sub := join(path, k.Value)
+		if d.keys != nil {
+			d.keys[sub] = k
+		}
 		key := reflect.ValueOf(k.Value)
 		if v.MapIndex(key).IsValid() {
 			d.errorf(k, sub, "key given twice")
@@ -165,6 +205,32 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	// "1.10" and is not read as the number 1.1.
 	if v.Kind() == reflect.String && !isTextUnmarshaler(v) {
 		v.SetString(n.Value)
+		return
+	}
+	if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		// Called directly rather than through yaml.v3, so that "30" (an
+		// integer to YAML) reaches the type's own check and message.
+		if err := u.UnmarshalText([]byte(n.Value)); err != nil {
+			e, ok := u.(interface{ expectation() string })
+			switch {
+			case ok && errors.Is(err, errSyntax):
+				d.errorf(n, path, "expected %s, got %q", e.expectation(), n.Value)
+			case ok:
+				d.errorf(n, path, "expected %s, got %q: %s", e.expectation(), n.Value, err)
+			default:
+				d.errorf(n, path, "invalid value %q: %s", n.Value, err)
+			}
+		}
+		return
+	}
+	if (v.Kind() == reflect.Float64 || v.Kind() == reflect.Float32) && n.ShortTag() == "!!str" {
+		// Compose writes cpus quoted ("0.50"); accept a quoted decimal.
+		f, err := strconv.ParseFloat(strings.TrimSpace(n.Value), v.Type().Bits())
+		if err != nil || strings.ContainsAny(n.Value, "xXpP_") {
+			d.errorf(n, path, "expected %s, got %q", kindName(v), n.Value)
+			return
+		}
+		v.SetFloat(f)
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
@@ -227,4 +293,151 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// stringList decodes a command: a list of strings, or one string split on
+// white space as Compose does. An empty list or string is kept as an empty,
+// non-nil list: it overrides the image's value with nothing.
+func (d *decoder) stringList(n *yaml.Node, v reflect.Value, path string) {
+	var out StringList
+	switch n.Kind {
+	case yaml.ScalarNode:
+		out = StringList(strings.Fields(n.Value))
+	case yaml.SequenceNode:
+		out = make(StringList, 0, len(n.Content))
+		for i, item := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			d.nodes[sub] = item
+			if item.Kind != yaml.ScalarNode || isNull(item) {
+				d.errorf(item, sub, "expected a string, got %s", describe(item))
+				continue
+			}
+			out = append(out, item.Value)
+		}
+	default:
+		d.errorf(n, path, "expected a list of strings or a string, got %s", describe(n))
+		return
+	}
+	if out == nil {
+		out = StringList{}
+	}
+	for i, s := range out {
+		if strings.IndexByte(s, 0) >= 0 {
+			d.errorf(n, fmt.Sprintf("%s[%d]", path, i), "contains a NUL byte")
+		}
+	}
+	v.Set(reflect.ValueOf(out))
+}
+
+// env decodes an environment: a mapping of names to scalars (numbers and
+// booleans are kept as written), or a list of "KEY=VALUE".
+func (d *decoder) env(n *yaml.Node, v reflect.Value, path string) {
+	out := Env{}
+	add := func(at *yaml.Node, key, val string) {
+		sub := join(path, key)
+		d.nodes[sub] = at
+		switch {
+		case !validEnvName(key):
+			d.errorf(at, sub, "%q is not a variable name (printable characters other than '=' and space)", key)
+		case strings.IndexByte(val, 0) >= 0:
+			d.errorf(at, sub, "the value contains a NUL byte")
+		default:
+			if _, dup := out[key]; dup {
+				d.errorf(at, sub, "variable given twice")
+				return
+			}
+			out[key] = val
+		}
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				d.errorf(k, path, "keys must be plain strings")
+				continue
+			}
+			if val.Kind == yaml.AliasNode && val.Alias != nil {
+				val = val.Alias
+			}
+			switch {
+			case isNull(val):
+				d.errorf(val, join(path, k.Value), "no value: a variable is not taken from the build machine's environment; write \"\" for an empty value")
+			case val.Kind != yaml.ScalarNode:
+				d.errorf(val, join(path, k.Value), "expected a string, got %s", describe(val))
+			default:
+				add(k, k.Value, val.Value)
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			if item.Kind != yaml.ScalarNode || isNull(item) {
+				d.errorf(item, sub, "expected \"KEY=VALUE\", got %s", describe(item))
+				continue
+			}
+			key, val, ok := strings.Cut(item.Value, "=")
+			if !ok {
+				d.errorf(item, sub, "%q has no '=': a variable is not taken from the build machine's environment; write \"%s=\" for an empty value", item.Value, item.Value)
+				continue
+			}
+			add(item, key, val)
+		}
+	default:
+		d.errorf(n, path, "expected a mapping or a list of \"KEY=VALUE\", got %s", describe(n))
+		return
+	}
+	v.Set(reflect.ValueOf(out))
+}
+
+// dependsOn decodes a list of service names (condition service_started) or
+// a mapping of names to {condition: ...}.
+func (d *decoder) dependsOn(n *yaml.Node, v reflect.Value, path string, depth int) {
+	out := DependsOn{}
+	switch n.Kind {
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			if item.Kind != yaml.ScalarNode || isNull(item) {
+				d.errorf(item, sub, "expected a service name, got %s", describe(item))
+				continue
+			}
+			d.nodes[join(path, item.Value)] = item
+			if _, dup := out[item.Value]; dup {
+				d.errorf(item, sub, "%q given twice", item.Value)
+				continue
+			}
+			out[item.Value] = Dependency{Condition: ConditionStarted}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				d.errorf(k, path, "keys must be plain strings")
+				continue
+			}
+			sub := join(path, k.Value)
+			if _, dup := out[k.Value]; dup {
+				d.errorf(k, sub, "key given twice")
+				continue
+			}
+			var dep Dependency
+			d.decode(val, reflect.ValueOf(&dep).Elem(), sub, depth)
+			d.nodes[sub] = k
+			if dep.Condition == "" {
+				dep.Condition = ConditionStarted
+			}
+			out[k.Value] = dep
+		}
+	default:
+		d.errorf(n, path, "expected a list of service names or a mapping, got %s", describe(n))
+		return
+	}
+	v.Set(reflect.ValueOf(out))
+}
+
+// validEnvName: 1-256 printable ASCII bytes other than '=' and space (as
+// Docker, names such as "spring.profiles.active" are allowed).
+func validEnvName(s string) bool {
+	return len(s) >= 1 && len(s) <= 256 && allOf(s, func(c byte) bool { return c > ' ' && c < 0x7f && c != '=' })
 }

@@ -48,6 +48,10 @@ type OS struct {
 	// Source is the path the file was read from, for resolving relative
 	// paths such as File.Source. It is not part of the YAML.
 	Source string `yaml:"-"`
+
+	// nodes are the YAML nodes by field path, for positions in errors found
+	// after parsing (CheckFiles, Merge).
+	nodes map[string]*yaml.Node
 }
 
 // Kernel is the kernel section of an OS file.
@@ -100,14 +104,15 @@ func Parse(name string, data []byte) (*OS, error) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, Errors{{File: name, Msg: "file is empty"}}
 	}
-	d := &decoder{file: name, nodes: map[string]*yaml.Node{}}
+	d := &decoder{file: name, nodes: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	o := &OS{Source: name}
 	d.decode(doc.Content[0], reflect.ValueOf(o).Elem(), "", 0)
 	if len(d.errs) == 0 {
 		validate(o, d)
 	}
 	if len(d.errs) > 0 {
-		return nil, d.errs
+		return nil, d.sorted()
 	}
+	o.nodes = d.nodes
 	return o, nil
 }

@@ -69,7 +69,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error", "name: a\nversion: 1\nkernel:\n  modules: [a\n", []string{"bad.yaml:", "invalid YAML"}},
 		{"tab indentation", "name: a\n\tversion: 1\n", []string{"bad.yaml:2:1: invalid YAML"}},
 		{"empty file", "", []string{"bad.yaml: file is empty"}},
-		{"services reserved", "name: a\nversion: 1\nservices:\n  web: {}\n", []string{"bad.yaml:4:3: services: services are not supported"}},
+		{"service without image", "name: a\nversion: 1\nservices:\n  web: {}\n", []string{"bad.yaml:4:8: services.web.image: required"}},
 		{"several errors", "name: A\nversion: \"\"\nhostname: -x-\n", []string{"name:", "version: required", "hostname:"}},
 		{"not a mapping", "- a\n- b\n", []string{"bad.yaml:1:1: expected a mapping of fields"}},
 		{"alias loop guarded", "a: &x [*x]\n", []string{"bad.yaml"}},
@@ -127,6 +127,11 @@ func FuzzParse(f *testing.F) {
 		"a: &x [*x, *x]\n",
 		"kernel: {cmdline: [a, b], modules: [c]}\n",
 		"\xff\xfe",
+		servicesOS,
+		"name: a\nversion: 1\nservices:\n  a: {image: reg.example.com/a:1, depends_on: [b]}\n  b: {image: reg.example.com/b:1, depends_on: {a: {condition: service_healthy}}}\n",
+		"name: a\nversion: 1\nservices:\n  a: {image: \"go://./x\", command: \"a  b\", environment: [A=1], ports: [\"[::1]:80:80/udp\"]}\n",
+		"name: a\nversion: 1\nonboot:\n  - {name: x, image: \"oci-layout:d\", timeout: 1s}\n",
+		"name: a\nversion: 1\nupdate: {server: \"http://127.0.0.1:1\", root: r.json, reboot: {strategy: window, window: \"Fri-Mon 23:00-01:00\"}}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -141,6 +146,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if o.Name == "" || o.Version == "" || o.Hostname == "" {
 			t.Fatalf("valid OS without required fields: %+v", o)
+		}
+		for n, s := range o.Services {
+			if s.Image == "" || s.PullPolicy == "" || s.NetworkMode == "" || s.Restart.Mode == "" || s.StopGracePeriod == 0 {
+				t.Fatalf("valid service %q without defaults: %+v", n, s)
+			}
+			if len(s.Ports) != len(s.PortsRaw) || len(s.Volumes) != len(s.VolumesRaw) {
+				t.Fatalf("service %q: parsed ports or volumes missing", n)
+			}
+		}
+		if u := o.Update; u != nil && (u.Channel == "" || u.Interval < MinUpdateInterval || u.Trial.Timeout <= u.Trial.HealthyFor) {
+			t.Fatalf("valid update section out of bounds: %+v", u)
 		}
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"cairn.dev/cairn/os/netconf"
 )
 
@@ -57,8 +59,12 @@ type Service struct {
 	// StopGracePeriod is how long a stop waits after StopSignal before
 	// SIGKILL (default 10s); StopSignal defaults to the image's, else
 	// SIGTERM.
-	StopGracePeriod Duration `yaml:"stop_grace_period"`
-	StopSignal      string   `yaml:"stop_signal"`
+	// StopSignal is validated and rewritten as "SIGTERM" (a real-time
+	// signal keeps its number); StopSignalNumber holds its number (0: the
+	// image's, else SIGTERM).
+	StopGracePeriod  Duration `yaml:"stop_grace_period"`
+	StopSignal       string   `yaml:"stop_signal"`
+	StopSignalNumber int      `yaml:"-"`
 	// User ("name", "uid", "name:group", "uid:gid") and WorkingDir override
 	// the image's.
 	User       string `yaml:"user"`
@@ -231,7 +237,11 @@ type Machine struct {
 	Services map[string]Service `yaml:"services"`
 	Files    []File             `yaml:"files"`
 
+	// Source is the path the config was read from, for error messages.
 	Source string `yaml:"-"`
+
+	// nodes are the YAML nodes by field path, for Merge's errors.
+	nodes map[string]*yaml.Node
 }
 
 // Duration is a Go duration written as "10s", "1m30s" or "500ms".
@@ -244,7 +254,7 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("not a duration such as 10s or 1m30s")
+		return fmt.Errorf("%w: not a duration such as 10s or 1m30s (a number needs a unit)", errSyntax)
 	}
 	if v < 0 {
 		return fmt.Errorf("a duration may not be negative")
@@ -252,6 +262,10 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = Duration(v)
 	return nil
 }
+
+// expectation describes what a Duration is written as, for the decoder's
+// "expected ..., got ..." messages.
+func (Duration) expectation() string { return "a duration such as 10s or 1m30s" }
 
 // MarshalText writes d as a Go duration.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }

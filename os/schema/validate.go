@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"cairn.dev/cairn/os/netconf"
 )
 
 // Flavours are the Debian kernel flavours an OS file may name.
@@ -14,8 +16,6 @@ var flavours = map[string]bool{"cloud-amd64": true, "amd64": true}
 
 // DefaultFlavour is the kernel flavour used when the OS file names none.
 const DefaultFlavour = "cloud-amd64"
-
-var ()
 
 // generatedEtc are the files in /etc that the system stage writes itself.
 var generatedEtc = map[string]bool{
@@ -41,22 +41,7 @@ func syntaxError(name string, err error) Error {
 // validate checks values and fills defaults. Positions come from the nodes
 // the decoder recorded; a missing field points at the document.
 func validate(o *OS, d *decoder) {
-	at := func(field string) *yaml.Node {
-		for p := field; p != ""; {
-			if n, ok := d.nodes[p]; ok {
-				return n
-			}
-			i := strings.LastIndexAny(p, ".[")
-			if i < 0 {
-				break
-			}
-			p = p[:i]
-		}
-		return d.nodes[""]
-	}
-	bad := func(field, format string, args ...any) {
-		d.errorf(at(field), field, format, args...)
-	}
+	bad := d.bad
 
 	switch {
 	case o.Name == "":
@@ -103,18 +88,48 @@ func validate(o *OS, d *decoder) {
 		validateFile(&o.Files[i], fmt.Sprintf("files[%d]", i), seen, i, bad)
 	}
 
-	if o.Network != nil {
-		if err := o.Network.Validate(); err != nil {
-			for _, line := range strings.Split(err.Error(), "\n") {
-				field, msg, ok := strings.Cut(strings.TrimPrefix(line, "network: "), ": ")
-				if !ok {
-					field, msg = "", line
-				}
-				bad(strings.TrimSuffix("network."+field, "."), "%s", msg)
+	validateNetwork(o.Network, d)
+	validateServices(o.Services, d, false)
+	validateOnboot(o.Onboot, o.Services, d)
+	crossCheck(o.Services, d.bad)
+	if o.Update != nil {
+		validateUpdate(o.Update, d)
+	}
+}
+
+func validateNetwork(c *netconf.Config, d *decoder) {
+	if c == nil {
+		return
+	}
+	if err := c.Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			field, msg, ok := strings.Cut(strings.TrimPrefix(line, "network: "), ": ")
+			if !ok {
+				field, msg = "", line
 			}
+			d.bad(strings.TrimSuffix("network."+field, "."), "%s", msg)
 		}
 	}
-	// TODO(services): validate services, onboot and update (see services.go).
+}
+
+// at returns the node recorded for field or for its nearest parent.
+func (d *decoder) at(field string) *yaml.Node {
+	for p := field; p != ""; {
+		if n, ok := d.nodes[p]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return d.nodes[""]
+}
+
+// bad reports a problem with field at its (or its parent's) position.
+func (d *decoder) bad(field, format string, args ...any) {
+	d.errorf(d.at(field), field, format, args...)
 }
 
 func validateFile(f *File, field string, seen map[string]int, i int, bad func(string, string, ...any)) {
@@ -168,16 +183,6 @@ func validHostname(h string) bool {
 		}
 	}
 	return true
-}
-
-func isEmptyNode(n *yaml.Node) bool {
-	switch n.Kind {
-	case yaml.MappingNode, yaml.SequenceNode:
-		return len(n.Content) == 0
-	case yaml.ScalarNode:
-		return n.ShortTag() == "!!null"
-	}
-	return false
 }
 
 // The validators below are written out rather than as regular expressions:
