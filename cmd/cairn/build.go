@@ -21,7 +21,7 @@ func buildCmd(ctx context.Context, args []string) error {
 	initBin := fs.String("init", "", "the PID 1 build of cairn-init (/sbin/init), a static `binary` (default: cairn-init-pid1 next to this program, or $CAIRN_INIT)")
 	earlyBin := fs.String("early", "", "the early-stage build of cairn-init (/init in the initramfs), a static `binary` (default: cairn-init-early next to this program)")
 	toolsBin := fs.String("tools", "", "the full build of cairn-init, a static `binary` installed as /usr/bin/cairn-init (default: cairn-init next to this program; \"none\" leaves it out)")
-	cache := fs.String("cache", "", "cache `directory` for Debian packages (default: $XDG_CACHE_HOME/cairn)")
+	cache := fs.String("cache", "", "cache `directory` for Debian packages and pulled images (default: $XDG_CACHE_HOME/cairn)")
 	lock := fs.String("lock", "", "Debian package lock `file` (default: the one built into cairn)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: cairn build [flags] FILE\n\nBuilds FILE into DIR/<name>.img and DIR/<name>.manifest.json.\nSOURCE_DATE_EPOCH sets every timestamp in the image (default 0).\n\nflags:")

@@ -21,6 +21,7 @@ import (
 
 	"cairn.dev/cairn/buildroot"
 	"cairn.dev/cairn/buildroot/kmod"
+	"cairn.dev/cairn/images/bake"
 	"cairn.dev/cairn/images/disk"
 	"cairn.dev/cairn/images/esp"
 	"cairn.dev/cairn/images/manifest"
@@ -122,6 +123,15 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Container images named in the OS file, as an OCI layout with
+	// flattened trees (images/bake).
+	baked, err := bake.Bake(ctx, o, bake.Options{WorkDir: tmp, CacheDir: opts.CacheDir, SourceDateEpoch: opts.SourceDateEpoch, Log: logf})
+	if err != nil {
+		return nil, fmt.Errorf("baked images: %w", err)
+	}
+	if baked != nil {
+		rootTree = bake.Mount(rootTree, bake.RootPath, baked.FS())
+	}
 	rootPath := filepath.Join(tmp, o.Name+".root.erofs")
 	v, err := rootfs.Build(ctx, rootTree, rootPath, rootfs.Options{BuildTime: mtime, Salt: veritySalt(o)})
 	if err != nil {
@@ -153,6 +163,7 @@ func Build(ctx context.Context, o *schema.OS, opts Options) (*Result, error) {
 		Modules:  manifest.Modules{Initramfs: names(bootMods), Root: names(rootMods)},
 		Verity:   manifest.Verity{RootHash: v.RootHash, Salt: v.Salt, DataBlocks: v.DataBlocks, HashOffset: v.HashOffset, BlockSize: rootfs.BlockSize, Algorithm: "sha256"},
 		Warnings: warnings,
+		Images:   baked.Manifest(),
 	}
 	for _, p := range art.Packages {
 		m.Packages = append(m.Packages, manifest.Package{Name: p.Name, Version: p.Version, SHA256: p.SHA256, Fallback: p.Fallback, Pinned: p.Pinned})

@@ -154,6 +154,13 @@ func rootTree(o *schema.OS, art *buildroot.Artifacts, mods []kmod.Module, load [
 	if err := file("usr/share/cairn/os.yaml", src, 0o644); err != nil {
 		return nil, err
 	}
+	if dst, data, err := updateRoot(o); err != nil {
+		return nil, err
+	} else if data != nil {
+		if err := file(dst, data, 0o644); err != nil {
+			return nil, err
+		}
+	}
 	mf, err := moduleFiles(art.ModulesDir, mods, load)
 	if err != nil {
 		return nil, fmt.Errorf("root modules: %w", err)

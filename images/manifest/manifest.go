@@ -21,6 +21,7 @@ type Manifest struct {
 	Verity          Verity      `json:"verity"`
 	Slots           []Slot      `json:"slots"`
 	Artifacts       []Artifact  `json:"artifacts"`
+	Images          []Image     `json:"images,omitempty"`
 	Warnings        []string    `json:"warnings,omitempty"`
 }
 
@@ -66,6 +67,18 @@ type Slot struct {
 	PartUUID string `json:"partuuid"`
 	UKI      string `json:"uki"`
 	Cmdline  string `json:"cmdline"`
+}
+
+// Image is a container image baked into the root (images/bake): Ref as
+// written in the OS file, the manifest Digest, Size of its manifest, config
+// and layer blobs, and its flattened tree (relative to
+// /usr/share/cairn/images) with the bytes of its regular files.
+type Image struct {
+	Ref        string `json:"ref"`
+	Digest     string `json:"digest"`
+	Size       int64  `json:"size"`
+	Rootfs     string `json:"rootfs"`
+	RootfsSize int64  `json:"rootfs_size"`
 }
 
 // Artifact is one file the build wrote into the output directory.

@@ -3,8 +3,10 @@
 // dm-verity hash tree (github.com/containerd/go-dmverity) on the same file,
 // without a verity superblock.
 //
-// Every inode is owned by 0:0 and carries the build time as mtime, so the
-// image depends only on the tree, the build time and the salt.
+// Every inode carries the build time as mtime and is owned by 0:0, unless
+// the source's fs.FileInfo.Sys() returns an Owner (baked container images
+// keep their files' owners), so the image depends only on the tree, the
+// owners it declares, the build time and the salt.
 package rootfs
 
 import (
@@ -24,6 +26,10 @@ import (
 
 // BlockSize is the erofs block size and the dm-verity data and hash block size.
 const BlockSize = 4096
+
+// Owner, returned by a source entry's fs.FileInfo.Sys(), sets the owner of
+// its inode; entries whose Sys() is anything else are owned by 0:0.
+type Owner struct{ UID, GID uint32 }
 
 // Options configure Build.
 type Options struct {
@@ -189,8 +195,8 @@ func writeErofs(ctx context.Context, src fs.FS, out string, buildTime time.Time)
 	return nil
 }
 
-// normFS wraps a source fs.FS: it reports every entry as owned by 0:0 with
-// the build time as mtime (via *erofs.Stat, which go-erofs honours), and it
+// normFS wraps a source fs.FS: it reports every entry as owned by 0:0 (or
+// its Owner) with the build time as mtime (via *erofs.Stat, which go-erofs honours), and it
 // opens regular files lazily (on first Read, closed at EOF), because
 // go-erofs's CopyFrom keeps every file it opened until Close.
 type normFS struct {
@@ -202,12 +208,16 @@ type normFS struct {
 }
 
 func (n *normFS) info(fi fs.FileInfo) fs.FileInfo {
-	return &normInfo{FileInfo: fi, st: &erofs.Stat{
+	st := &erofs.Stat{
 		Mode:    fi.Mode(),
 		Size:    fi.Size(),
 		Mtime:   n.mtime,
 		MtimeNs: n.mtimeNs,
-	}}
+	}
+	if o, ok := fi.Sys().(Owner); ok {
+		st.UID, st.GID = o.UID, o.GID
+	}
+	return &normInfo{FileInfo: fi, st: st}
 }
 
 func (n *normFS) Open(name string) (fs.File, error) {

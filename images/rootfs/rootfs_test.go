@@ -392,3 +392,44 @@ func TestBuild30MB(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOwner: an entry whose FileInfo.Sys() is an Owner keeps that owner;
+// every other entry, including a host file's *syscall.Stat_t, is 0:0.
+func TestOwner(t *testing.T) {
+	src := fstest.MapFS{
+		"img/app":    {Data: []byte("a"), Mode: fs.ModeSetuid | 0o755, Sys: Owner{UID: 1000, GID: 1001}},
+		"img/data":   {Mode: fs.ModeDir | 0o750, Sys: Owner{UID: 33, GID: 34}},
+		"img/link":   {Data: []byte("app"), Mode: fs.ModeSymlink | 0o777, Sys: Owner{UID: 7, GID: 8}},
+		"plain":      {Data: []byte("p"), Mode: 0o644},
+		"other-sys":  {Data: []byte("o"), Mode: 0o644, Sys: &Owner{UID: 5, GID: 5}},
+		"img/pgroup": {Data: []byte("g"), Mode: 0o644, Sys: Owner{GID: 65534}},
+	}
+	out, _ := build(t, src)
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path     string
+		uid, gid uint32
+	}{
+		{"img/app", 1000, 1001}, {"img/data", 33, 34}, {"img/link", 7, 8},
+		{"plain", 0, 0}, {"other-sys", 0, 0}, {"img/pgroup", 0, 65534}, {"img", 0, 0},
+	}
+	for _, tc := range tests {
+		fi, err := fs.Lstat(img, tc.path)
+		if err != nil {
+			t.Errorf("%s: %v", tc.path, err)
+			continue
+		}
+		st, ok := fi.Sys().(*erofs.Stat)
+		if !ok || st.UID != tc.uid || st.GID != tc.gid {
+			t.Errorf("%s: owner %+v, want %d:%d", tc.path, fi.Sys(), tc.uid, tc.gid)
+		}
+	}
+}
