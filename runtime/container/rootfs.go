@@ -153,9 +153,12 @@ func prepareRootfs(cfg *stageConfig) error {
 		}
 	}
 	if devTmpfs {
-		if err := populateDev(rootfd, spec.Linux.Devices); err != nil {
+		if err := populateDev(rootfd, spec.Linux.Devices, cfg.UserNS); err != nil {
 			return fmt.Errorf("stage: /dev: %w", err)
 		}
+	}
+	if err := stageHookSync(cfg); err != nil {
+		return err
 	}
 	return pivotRoot(rootfs)
 }
@@ -258,9 +261,15 @@ var defaultDevices = []specs.LinuxDevice{
 	{Path: "/dev/tty", Type: "c", Major: 5, Minor: 0},
 }
 
-func populateDev(rootfd int, extra []specs.LinuxDevice) error {
+func populateDev(rootfd int, extra []specs.LinuxDevice, userns bool) error {
 	devs := append(append([]specs.LinuxDevice(nil), defaultDevices...), extra...)
 	for _, d := range devs {
+		if userns {
+			if err := bindDevice(rootfd, d); err != nil {
+				return err
+			}
+			continue
+		}
 		if !strings.HasPrefix(filepath.Clean(d.Path), "/dev/") {
 			return fmt.Errorf("device %s outside /dev", d.Path)
 		}

@@ -51,6 +51,9 @@ type Options struct {
 	// Exe is the binary re-executed as the stage (default /proc/self/exe);
 	// its main must call MaybeStage first.
 	Exe string
+	// Logf receives warnings (failed poststart and poststop hooks); nil
+	// discards them.
+	Logf func(format string, args ...any)
 }
 
 // Runtime creates and drives containers. Handles of containers created by
@@ -63,6 +66,8 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	procs map[string]*proc
+
+	ev events
 }
 
 // proc is the in-memory handle of a container this Runtime created.
@@ -72,6 +77,8 @@ type proc struct {
 	done    chan struct{}
 	exit    ExitStatus
 	copiers sync.WaitGroup
+	exited  chan struct{} // closed once the process has been waited for
+	oomDone chan struct{} // closed once the OOM watcher has finished
 }
 
 // New returns a Runtime using opts.Root for state.
@@ -111,6 +118,13 @@ func New(opts Options) (*Runtime, error) {
 type IO struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// ConsoleSocket, for a process with Terminal set (and only then), is a
+	// connected unix socket: the runtime allocates a pty in the container,
+	// sends its master over the socket (SCM_RIGHTS, with the pty's name as
+	// the payload, as runc does; see RecvConsole) and makes the slave the
+	// process's stdio and controlling terminal. Stdin, Stdout and Stderr
+	// are then unused.
+	ConsoleSocket *os.File
 }
 
 // CreateOptions are per-container options beyond the spec.
@@ -130,6 +144,9 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 		return err
 	}
 	if err := validateSpec(spec); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if err := checkTerminal(spec.Process, opts.IO.ConsoleSocket); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
 	rootfs := spec.Root.Path
@@ -175,13 +192,20 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	if err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
-	cfg := &stageConfig{Spec: spec, Rootfs: rootfs, JoinNS: map[specs.LinuxNamespaceType]string{}}
+	if err := r.saveSpec(id, spec); err != nil {
+		return err
+	}
+	cfg := &stageConfig{Spec: spec, Rootfs: rootfs, JoinNS: map[specs.LinuxNamespaceType]string{}, ID: id, Bundle: opts.Bundle}
+	if h := spec.Hooks; h != nil {
+		cfg.HookSync = len(runtimeHooks(h))+len(h.CreateContainer)+len(h.StartContainer) > 0
+	}
 	var cloneflags uintptr
 	for _, ns := range spec.Linux.Namespaces {
 		flag, ok := map[specs.LinuxNamespaceType]uintptr{
 			specs.PIDNamespace: unix.CLONE_NEWPID, specs.NetworkNamespace: unix.CLONE_NEWNET,
 			specs.IPCNamespace: unix.CLONE_NEWIPC, specs.UTSNamespace: unix.CLONE_NEWUTS,
 			specs.MountNamespace: unix.CLONE_NEWNS, specs.CgroupNamespace: 0,
+			specs.UserNamespace: unix.CLONE_NEWUSER,
 		}[ns.Type]
 		if !ok {
 			return fmt.Errorf("container %s: %s namespace not supported yet", id, ns.Type)
@@ -200,6 +224,15 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	}
 	if cloneflags&unix.CLONE_NEWNS == 0 {
 		return fmt.Errorf("container %s: a mount namespace is required", id)
+	}
+	if cloneflags&unix.CLONE_NEWUSER != 0 {
+		if len(cfg.JoinNS) > 0 {
+			return fmt.Errorf("container %s: joining namespaces by path is not supported with a user namespace", id)
+		}
+		if err := checkRootfsOwner(rootfs, spec); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+		cfg.UserNS = true
 	}
 	if cfg.Caps, err = caps.FromSpec(spec.Process.Capabilities); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
@@ -265,7 +298,7 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	defer statusW.Close()
 	cleanups = append(cleanups, func() { statusR.Close() })
 
-	p := &proc{status: statusR, done: make(chan struct{})}
+	p := &proc{status: statusR, done: make(chan struct{}), exited: make(chan struct{}), oomDone: make(chan struct{})}
 	stdio, closeAfterStart, err := p.setupIO(opts.IO)
 	if err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
@@ -283,7 +316,7 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 		Stdin:      stdio[0],
 		Stdout:     stdio[1],
 		Stderr:     stdio[2],
-		ExtraFiles: []*os.File{cfgR, statusW, fifo},
+		ExtraFiles: append([]*os.File{cfgR, statusW, fifo}, consoleFiles(opts.IO.ConsoleSocket)...),
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: cloneflags,
 			Setsid:     true,
@@ -292,6 +325,15 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	if cgfd != nil {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(cgfd.Fd())
+	}
+	if cfg.UserNS {
+		// Go writes the maps from this process before the stage runs.
+		cmd.SysProcAttr.UidMappings = sysIDMap(spec.Linux.UIDMappings)
+		cmd.SysProcAttr.GidMappings = sysIDMap(spec.Linux.GIDMappings)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// Become the namespace's root (the host's root is not mapped):
+		// execve then gives the stage every capability in it.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("container %s: start stage: %w", id, err)
@@ -310,11 +352,22 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		return fmt.Errorf("container %s: send config: %w", id, err)
 	}
-	cfgW.Close()
+	if !cfg.HookSync {
+		cfgW.Close()
+	}
 
 	msg, err := readStatus(ctx, statusR)
 	if err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
+	}
+	if msg.Hooks {
+		if err := parentHookSync(ctx, cfgW, id, opts.Bundle, spec, cmd.Process.Pid); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+		cfgW.Close()
+		if msg, err = readStatus(ctx, statusR); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
 	}
 	if !msg.Ready {
 		if msg.Error == "" {
@@ -336,6 +389,7 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 	r.mu.Lock()
 	r.procs[id] = p
 	r.mu.Unlock()
+	r.watchOOM(id, p, state.CgroupRoot, state.CgroupPath)
 	go r.reap(id, p, state.CgroupRoot, state.CgroupPath)
 	return nil
 }
@@ -356,25 +410,13 @@ func validateSpec(spec *specs.Spec) error {
 		return errors.New("spec.root.path is required")
 	case spec.Process == nil || len(spec.Process.Args) == 0:
 		return errors.New("spec.process.args is required")
-	case spec.Process.Terminal:
-		return errors.New("terminal (console socket) is not supported yet")
 	case spec.Linux == nil:
 		return errors.New("spec.linux is required")
-	case len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0:
-		return errors.New("user namespaces (id mappings) are not supported yet")
-	case hasHooks(spec.Hooks):
-		return errors.New("hooks are not supported yet")
 	}
-	return nil
-}
-
-func hasHooks(h *specs.Hooks) bool {
-	if h == nil {
-		return false
+	if err := validateUserNS(spec); err != nil {
+		return err
 	}
-	//lint:ignore SA1019 a spec using the deprecated prestart hooks must be refused too
-	n := len(h.Prestart)
-	return n+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0
+	return validateHooks(spec.Hooks)
 }
 
 // prepareSpec returns a copy of spec with the user resolved and PATH/HOME set.
@@ -512,6 +554,8 @@ func readStatus(ctx context.Context, r *os.File) (stageMsg, error) {
 // reap waits for the stage/container process and records how it ended.
 func (r *Runtime) reap(id string, p *proc, cgRoot, cgPath string) {
 	ps, err := p.cmd.Process.Wait()
+	close(p.exited)
+	<-p.oomDone // oom events come before the exit event
 	exit := ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}
 	if err == nil {
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
@@ -539,6 +583,7 @@ func (r *Runtime) reap(id string, p *proc, cgRoot, cgPath string) {
 	}
 	p.exit = exit
 	close(p.done)
+	defer r.publish(Event{Type: EventExit, ID: id, Pid: p.cmd.Process.Pid, Exit: &exit})
 	unlock, err := r.lock(id)
 	if err != nil {
 		return // deleted meanwhile
@@ -606,6 +651,10 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 		if msg.Error != "" {
 			return fmt.Errorf("container %s: %s", id, msg.Error)
 		}
+	}
+	r.publish(Event{Type: EventStart, ID: id, Pid: s.Pid})
+	if spec, err := r.loadSpec(id); err == nil && spec.Hooks != nil {
+		r.warnHooks(ctx, "poststart", spec.Hooks.Poststart, ociState(id, s.Bundle, StatusRunning, s.Pid, s.Annotations))
 	}
 	return nil
 }
@@ -878,6 +927,9 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		r.mu.Lock()
 		delete(r.procs, id)
 		r.mu.Unlock()
+	}
+	if spec, err := r.loadSpec(id); err == nil && spec.Hooks != nil {
+		r.warnHooks(ctx, "poststop", spec.Hooks.Poststop, ociState(id, s.Bundle, StatusStopped, 0, s.Annotations))
 	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
 		return fmt.Errorf("container %s: remove state: %w", id, err)

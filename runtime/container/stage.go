@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -37,10 +38,24 @@ type stageConfig struct {
 	CgroupNS bool             `json:"cgroupns"`
 	// JoinNS are namespaces to setns(2) into, by OCI type, on the stage thread.
 	JoinNS map[specs.LinuxNamespaceType]string `json:"join_ns,omitempty"`
+	// ID and Bundle are for the state hooks read.
+	ID     string `json:"id,omitempty"`
+	Bundle string `json:"bundle,omitempty"`
+	// HookSync: before pivot_root, report {"hooks":true} and wait for the
+	// parent's hookAck on the config pipe (see stageHookSync).
+	HookSync bool `json:"hook_sync,omitempty"`
+	// UserNS: the stage runs in a new user namespace (devices are bind
+	// mounts of the host's nodes).
+	UserNS bool `json:"userns,omitempty"`
+
+	status  *os.File  // the status pipe
+	cfgIn   io.Reader // the rest of the config pipe
+	hostPid int       // the stage's PID in the runtime's namespace (from hookAck)
 }
 
 type stageMsg struct {
 	Ready bool   `json:"ready,omitempty"`
+	Hooks bool   `json:"hooks,omitempty"` // waiting for the runtime hooks
 	Error string `json:"error,omitempty"`
 }
 
@@ -49,12 +64,18 @@ type stageMsg struct {
 // container stage; a stage never returns (it execs the container process
 // or exits with status 1 after reporting the error to the parent).
 func MaybeStage() {
-	if os.Getenv(stageEnv) != "1" {
+	var run func(*os.File) error
+	switch os.Getenv(stageEnv) {
+	case "1":
+		run = stage
+	case stageExec:
+		run = execStage
+	default:
 		return
 	}
 	runtime.LockOSThread() // capabilities, seccomp, cgroupns are per thread: exec from this one
 	status := os.NewFile(fdStatus, "status")
-	err := stage(status)
+	err := run(status)
 	if err == nil {
 		err = errors.New("stage returned without exec")
 	}
@@ -67,10 +88,16 @@ func stage(status *os.File) error {
 	unix.Umask(0)
 	cfgFile := os.NewFile(fdConfig, "config")
 	var cfg stageConfig
-	if err := json.NewDecoder(cfgFile).Decode(&cfg); err != nil {
+	dec := json.NewDecoder(cfgFile)
+	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("stage: read config: %w", err)
 	}
-	cfgFile.Close()
+	if cfg.HookSync {
+		cfg.cfgIn = io.MultiReader(dec.Buffered(), cfgFile)
+	} else {
+		cfgFile.Close()
+	}
+	cfg.status = status
 	spec := cfg.Spec
 	if spec == nil || spec.Process == nil || spec.Linux == nil {
 		return errors.New("stage: incomplete spec")
@@ -101,7 +128,12 @@ func stage(status *os.File) error {
 	if err := finishRootfs(spec); err != nil {
 		return err
 	}
-	return execProcess(&cfg, status)
+	if spec.Process.Terminal {
+		if err := setupConsole(spec.Process); err != nil {
+			return err
+		}
+	}
+	return execProcess(&cfg, status, true)
 }
 
 func joinNS(typ specs.LinuxNamespaceType, path string) error {
@@ -125,8 +157,10 @@ func joinNS(typ specs.LinuxNamespaceType, path string) error {
 	return nil
 }
 
-// execProcess drops privileges, waits on the exec fifo and execs.
-func execProcess(cfg *stageConfig, status *os.File) error {
+// execProcess drops privileges, waits on the exec fifo (if fifo is set) and
+// execs. Without the fifo nothing is reported on success: the status pipe
+// closes on exec.
+func execProcess(cfg *stageConfig, status *os.File, fifo bool) error {
 	spec := cfg.Spec
 	p := spec.Process
 	for _, rl := range p.Rlimits {
@@ -197,19 +231,14 @@ func execProcess(cfg *stageConfig, status *os.File) error {
 	}
 	unix.Umask(umask)
 
-	b, _ := json.Marshal(stageMsg{Ready: true})
-	if _, err := status.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("stage: report ready: %w", err)
+	if fifo {
+		if err := waitStart(status); err != nil {
+			return err
+		}
+		if err := stageStartHooks(cfg); err != nil {
+			return err
+		}
 	}
-	// Block until Start opens the fifo for reading.
-	fifo, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fdFifo), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("stage: open exec fifo: %w", err)
-	}
-	if _, err := unix.Write(fifo, []byte{0}); err != nil {
-		return fmt.Errorf("stage: write exec fifo: %w", err)
-	}
-	unix.Close(fifo)
 
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -227,6 +256,23 @@ func execProcess(cfg *stageConfig, status *os.File) error {
 	}
 	err = unix.Exec(path, p.Args, p.Env)
 	return fmt.Errorf("stage: exec %s: %w", path, err)
+}
+
+// waitStart reports ready and blocks until Start opens the exec fifo.
+func waitStart(status *os.File) error {
+	b, _ := json.Marshal(stageMsg{Ready: true})
+	if _, err := status.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("stage: report ready: %w", err)
+	}
+	fifo, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fdFifo), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("stage: open exec fifo: %w", err)
+	}
+	defer unix.Close(fifo)
+	if _, err := unix.Write(fifo, []byte{0}); err != nil {
+		return fmt.Errorf("stage: write exec fifo: %w", err)
+	}
+	return nil
 }
 
 var rlimitByName = map[string]int{

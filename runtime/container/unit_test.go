@@ -138,8 +138,8 @@ func TestDefaultSpecCompiles(t *testing.T) {
 	}
 	bad := DefaultSpec("/rootfs", "/bin/true")
 	bad.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 1}}
-	if validateSpec(bad) == nil {
-		t.Fatal("id mappings accepted although user namespaces are not implemented")
+	if err := validateSpec(bad); err == nil || !strings.Contains(err.Error(), "need a user namespace") {
+		t.Fatalf("id mappings without a user namespace: %v", err)
 	}
 }
 

@@ -25,6 +25,8 @@ import (
 const ctrUsage = `usage: cairn-init ctr [global options] COMMAND
   run IMAGE [--name N] [--rm] [-d] [-i] [--net none|host|bridge] [-p [IP:]HOST:CTR[/udp]]
             [-e K=V] [--user U] [--read-only] [--] [CMD...]
+  exec [-i] [-e K=V] [--user U] [-w DIR] ID CMD...
+                           run CMD in a running container (exit code: CMD's)
   ps                       list containers
   logs [-f] ID             print a container's output
   stop [-t SECONDS] ID     stop signal, then SIGKILL after the grace period (default 10 s)
@@ -72,6 +74,9 @@ func ctrMain(ctx context.Context, args []string, io stdio) int {
 	cmd, rest := rest[0], rest[1:]
 	if cmd == "run" {
 		return runCmd(ctx, o, rest, io)
+	}
+	if cmd == "exec" {
+		return execCmd(ctx, o, rest, io)
 	}
 	if cmd == monitorCmd {
 		return monitorMain(ctx, o, rest)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -368,6 +369,16 @@ func TestDetachedPublishedPort(t *testing.T) {
 	e.mustRun("ctr", "rm", "web")
 	// A second detached container, removed with -f while it runs.
 	e.mustRun("ctr", "run", "-d", "--name", "sleeper", "--net", "none", testImage, "sleep", "60")
+	// $$ is a PID of the container's namespace (small), not the host's.
+	if out := e.mustRun("ctr", "exec", "-e", "X=from-exec", "sleeper", "sh", "-c", "echo $X; echo $$"); !regexp.MustCompile(`^from-exec\n[0-9]\n$`).MatchString(out) {
+		t.Fatalf("exec output %q", out)
+	}
+	if code, _, errOut := e.run("ctr", "exec", "sleeper", "sh", "-c", "exit 3"); code != 3 {
+		t.Fatalf("exec exit code %d (%s)", code, errOut)
+	}
+	if code, _, errOut := e.run("ctr", "exec", "web", "true"); code != 125 || !strings.Contains(errOut, "web") {
+		t.Fatalf("exec in a removed container: %d %q", code, errOut)
+	}
 	e.mustRun("ctr", "rm", "-f", "sleeper")
 	if ps := e.mustRun("ctr", "ps"); strings.Count(ps, "\n") != 1 {
 		t.Fatalf("ps after rm: %q", ps)

@@ -76,9 +76,6 @@ func parseConfig(b []byte, bundleDir string) (*specs.Spec, error) {
 	if len(spec.Process.Args) == 0 || spec.Process.Args[0] == "" {
 		return nil, errors.New("config.json: process.args must not be empty")
 	}
-	if spec.Process.Terminal {
-		return nil, errors.New("config.json: process.terminal is true, but terminals are not supported by cairn-runtime (use terminal: false)")
-	}
 	if spec.Process.Cwd != "" && !filepath.IsAbs(spec.Process.Cwd) {
 		return nil, fmt.Errorf("config.json: process.cwd %q is not absolute", spec.Process.Cwd)
 	}

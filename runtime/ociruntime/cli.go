@@ -46,7 +46,7 @@ func runCLI(ctx context.Context, args []string, stdin, stdout, stderr *os.File) 
 	if err != nil {
 		return c.fail(err)
 	}
-	code, err := c.exec(ctx)
+	code, err := c.dispatch(ctx)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -96,7 +96,7 @@ func (c *cli) runtime() (*container.Runtime, error) {
 	return rt, nil
 }
 
-func (c *cli) exec(ctx context.Context) (int, error) {
+func (c *cli) dispatch(ctx context.Context) (int, error) {
 	inv := c.inv
 	switch inv.Cmd {
 	case "version":
@@ -124,6 +124,8 @@ func (c *cli) exec(ctx context.Context) (int, error) {
 		return c.run(ctx, rt)
 	case "start":
 		return 0, rt.Start(ctx, inv.ID)
+	case "exec":
+		return c.exec(ctx, rt)
 	case "state":
 		st, err := rt.State(ctx, inv.ID)
 		if err != nil {
@@ -180,9 +182,6 @@ func ociState(st *container.State) stateJSON {
 // process's stdio, writing --pid-file.
 func (c *cli) createContainer(ctx context.Context, rt *container.Runtime) error {
 	inv := c.inv
-	if inv.ConsoleSocket != "" {
-		return errors.New("--console-socket: terminals are not supported by cairn-runtime (run without -t/--tty)")
-	}
 	if inv.PreserveFDs > 0 {
 		return errors.New("--preserve-fds: passing extra file descriptors is not supported by cairn-runtime")
 	}
@@ -191,6 +190,14 @@ func (c *cli) createContainer(ctx context.Context, rt *container.Runtime) error 
 		return err
 	}
 	io := container.IO{Stdin: c.stdin, Stdout: c.stdout, Stderr: c.stderr}
+	if inv.ConsoleSocket != "" {
+		sock, err := dialConsole(inv.ConsoleSocket)
+		if err != nil {
+			return err
+		}
+		defer sock.Close()
+		io.ConsoleSocket = sock
+	}
 	if err := rt.Create(ctx, inv.ID, spec, container.CreateOptions{Bundle: bundle, IO: io}); err != nil {
 		return err
 	}
@@ -388,7 +395,10 @@ commands:
   run --bundle DIR [--pid-file F] [-d] ID create + start; in the foreground exit with its code
   spec [--bundle DIR]                     write a default config.json
   list [--format table|json] [-q]         list containers
+  exec [-d] [--pid-file F] [-e K=V] [--cwd DIR] [-u UID[:GID]] [--cap CAP]
+       [--no-new-privs] ID (CMD... | --process FILE before ID)
+                                          run a process in a running container
 
-not supported: terminals (--console-socket, process.terminal), exec, pause, resume,
+not supported: pause, resume,
 update, checkpoint, events, ps, rootless mode, systemd cgroups.
 `

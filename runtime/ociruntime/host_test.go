@@ -431,7 +431,7 @@ func TestErrors(t *testing.T) {
 	b, _ = os.ReadFile(pidFile)
 	pid, _ := strconv.Atoi(string(b))
 	reapPid(t, pid)
-	if code, _, errOut := e.run("create", "--bundle", bundle, "--console-socket", "/tmp/x.sock", "tty1"); code != 1 || !strings.Contains(errOut, "terminals are not supported") {
+	if code, _, errOut := e.run("create", "--bundle", bundle, "--console-socket", "/nonexistent/x.sock", "tty1"); code != 1 || !strings.Contains(errOut, "console socket") {
 		t.Fatalf("console socket: exit %d %q", code, errOut)
 	}
 	// Hostile bundle: rootfs escaping the bundle.

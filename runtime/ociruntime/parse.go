@@ -6,8 +6,9 @@
 // Supported: global --root, --log, --log-format (text|json),
 // --systemd-cgroup (refused when true), --debug/--rootless/--criu
 // (accepted, ignored when harmless); commands create, start, state, kill,
-// delete, run, spec, list and --version. Terminals (--console-socket,
-// process.terminal) are not supported and give a clear error.
+// delete, run, exec, spec, list and --version. A terminal
+// (process.terminal, exec --tty) needs --console-socket: the pty master is
+// sent over it as runc does.
 //
 // Like runc the creating process exits after create: the container
 // process is reparented to the caller's subreaper (containerd-shim,
@@ -58,7 +59,23 @@ type invocation struct {
 	Format        string
 	Quiet         bool
 	Rootless      bool
+
+	// exec
+	ProcessFile string   // --process: a runtime-spec process JSON
+	Args        []string // the command after the container ID
+	Env         []string
+	Cwd         string
+	User        string // uid[:gid] (names are resolved in the container's /etc/passwd)
+	AddGids     []string
+	Caps        []string
+	NoNewPrivs  bool
+	Tty         bool
 }
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // usageError is a command-line error.
 type usageError struct{ msg string }
@@ -140,6 +157,31 @@ func parseArgs(args []string) (*invocation, error) {
 			cfs.Bool("keep", false, "ignored")
 		}
 		nargs = []string{"container-id"}
+	case "exec":
+		cfs.StringVar(&inv.ProcessFile, "process", "", "process.json")
+		cfs.StringVar(&inv.ProcessFile, "p", "", "process.json")
+		cfs.StringVar(&inv.PidFile, "pid-file", "", "write the process PID here")
+		cfs.StringVar(&inv.ConsoleSocket, "console-socket", "", "terminal (not supported)")
+		cfs.IntVar(&inv.PreserveFDs, "preserve-fds", 0, "extra fds (not supported)")
+		cfs.BoolVar(&inv.Detach, "detach", false, "do not wait for the process")
+		cfs.BoolVar(&inv.Detach, "d", false, "do not wait for the process")
+		cfs.BoolVar(&inv.Tty, "tty", false, "terminal (not supported)")
+		cfs.BoolVar(&inv.Tty, "t", false, "terminal (not supported)")
+		cfs.StringVar(&inv.Cwd, "cwd", "", "working directory")
+		cfs.Var((*listFlag)(&inv.Env), "env", "KEY=VALUE")
+		cfs.Var((*listFlag)(&inv.Env), "e", "KEY=VALUE")
+		cfs.StringVar(&inv.User, "user", "", "uid[:gid]")
+		cfs.StringVar(&inv.User, "u", "", "uid[:gid]")
+		cfs.Var((*listFlag)(&inv.AddGids), "additional-gids", "gid")
+		cfs.Var((*listFlag)(&inv.AddGids), "g", "gid")
+		cfs.Var((*listFlag)(&inv.Caps), "cap", "capability to add")
+		cfs.Var((*listFlag)(&inv.Caps), "c", "capability to add")
+		cfs.BoolVar(&inv.NoNewPrivs, "no-new-privs", false, "set no_new_privs")
+		cfs.String("process-label", "", "ignored")
+		cfs.String("apparmor", "", "ignored")
+		cfs.Bool("ignore-paused", false, "ignored")
+		cfs.String("cgroup", "", "refused unless empty")
+		nargs = []string{"container-id", "command"}
 	case "start":
 		nargs = []string{"container-id"}
 	case "state":
@@ -166,7 +208,7 @@ func parseArgs(args []string) (*invocation, error) {
 	case "help":
 		return inv, nil
 	default:
-		return inv, usagef("unknown or unsupported command %q (supported: create, start, state, kill, delete, run, spec, list)", inv.Cmd)
+		return inv, usagef("unknown or unsupported command %q (supported: create, start, state, kill, delete, run, exec, spec, list)", inv.Cmd)
 	}
 	if err := cfs.Parse(rest); err != nil {
 		return inv, usagef("%s: %v", inv.Cmd, err)
@@ -174,6 +216,22 @@ func parseArgs(args []string) (*invocation, error) {
 	pos := cfs.Args()
 	if len(pos) < minArgs {
 		return inv, usagef("%s: missing %s", inv.Cmd, nargs[0])
+	}
+	if inv.Cmd == "exec" {
+		inv.ID, inv.Args = pos[0], pos[1:]
+		if inv.ProcessFile == "" && len(inv.Args) == 0 {
+			return inv, usagef("exec: missing command (or --process FILE)")
+		}
+		if inv.ProcessFile != "" && len(inv.Args) > 0 {
+			return inv, usagef("exec: --process and a command exclude each other")
+		}
+		if cg := cfs.Lookup("cgroup").Value.String(); cg != "" {
+			return inv, usagef("exec: --cgroup: sub-cgroups are not supported")
+		}
+		if inv.PreserveFDs != 0 {
+			return inv, usagef("exec: --preserve-fds is not supported")
+		}
+		return inv, nil
 	}
 	if len(pos) > len(nargs) {
 		return inv, usagef("%s: unexpected arguments %q", inv.Cmd, pos[len(nargs):])

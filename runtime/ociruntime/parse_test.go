@@ -54,6 +54,16 @@ func TestParseArgs(t *testing.T) {
 	}{
 		{[]string{"--version"}, func(i *invocation) bool { return i.Cmd == "version" }, ""},
 		{[]string{"-v"}, func(i *invocation) bool { return i.Cmd == "version" }, ""},
+		{[]string{"exec", "-e", "A=1", "--env", "B=2", "--cwd", "/w", "-u", "1:2", "-d", "--pid-file", "p", "c1", "sh", "-c", "x -e y"}, func(i *invocation) bool {
+			return i.ID == "c1" && strings.Join(i.Args, " ") == "sh -c x -e y" && strings.Join(i.Env, ",") == "A=1,B=2" &&
+				i.Cwd == "/w" && i.User == "1:2" && i.Detach && i.PidFile == "p"
+		}, ""},
+		{[]string{"exec", "--process", "p.json", "c1"}, func(i *invocation) bool { return i.ProcessFile == "p.json" && i.ID == "c1" && len(i.Args) == 0 }, ""},
+		{[]string{"exec", "c1"}, nil, "missing command"},
+		{[]string{"exec"}, nil, "missing container-id"},
+		{[]string{"exec", "-p", "f", "c1", "sh"}, nil, "exclude"},
+		{[]string{"exec", "--cgroup", "sub", "c1", "sh"}, nil, "sub-cgroups"},
+		{[]string{"exec", "--preserve-fds", "2", "c1", "sh"}, nil, "preserve-fds"},
 		{nil, func(i *invocation) bool { return i.Cmd == "help" }, ""},
 		{[]string{"--root", "/r", "--log", "/l", "--log-format", "json", "state", "x"}, func(i *invocation) bool {
 			return i.Global.Root == "/r" && i.Global.Log == "/l" && i.Global.LogFormat == "json" && i.Cmd == "state" && i.ID == "x"
@@ -76,7 +86,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--systemd-cgroup", "create", "x"}, nil, "systemd cgroup driver is not supported"},
 		{[]string{"--log-format", "xml", "state", "x"}, nil, "invalid --log-format"},
 		{[]string{"--rootless", "true", "state", "x"}, nil, "rootless mode is not supported"},
-		{[]string{"exec", "x"}, nil, "unsupported command"},
+		{[]string{"pause", "x"}, nil, "unsupported command"},
 		{[]string{"kill", "x", "BOGUS"}, nil, "unknown signal"},
 		{[]string{"kill", "x", "TERM", "extra"}, nil, "unexpected arguments"},
 		{[]string{"state"}, nil, "missing container-id"},
@@ -124,7 +134,6 @@ func TestParseConfig(t *testing.T) {
 		{"no process", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{}}`, "process is required"},
 		{"no args", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":[]},"linux":{}}`, "process.args"},
 		{"empty arg0", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":[""]},"linux":{}}`, "process.args"},
-		{"terminal", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"terminal":true,"args":["sh"]},"linux":{}}`, "terminals are not supported"},
 		{"relative cwd", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"tmp"},"linux":{}}`, "not absolute"},
 		{"no linux", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"]}}`, "linux is required"},
 		{"relative mount", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"]},"linux":{},"mounts":[{"destination":"tmp","type":"tmpfs"}]}`, "not absolute"},
@@ -181,7 +190,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Linux == nil || spec.Process.Terminal {
+		if spec.Process == nil || len(spec.Process.Args) == 0 || spec.Linux == nil {
 			t.Fatal("accepted an incomplete spec")
 		}
 		if !filepath.IsAbs(spec.Root.Path) {
@@ -212,6 +221,47 @@ func FuzzParseArgs(f *testing.F) {
 		}
 		if inv.Cmd == "kill" && (inv.Signal < 1 || inv.Signal > 64) {
 			t.Fatalf("bad signal %d", inv.Signal)
+		}
+	})
+}
+
+func TestParseProcess(t *testing.T) {
+	for _, tc := range []struct {
+		in, err string
+	}{
+		{`{"args":["sh","-c","true"],"env":["A=1"],"cwd":"/"}`, ""},
+		{`{"args":[]}`, "p.json: field args"},
+		{`{"args":["sh"],"cwd":"rel"}`, "p.json: field cwd"},
+		{`{"args":["sh"],"env":["NOEQUALS"]}`, "p.json: field env[0]"},
+		{`{"args":"sh"}`, "p.json: field args"},
+		{`{"args":["sh"],`, "p.json"},
+		{`{"args":["sh"]}}`, "p.json: byte"},
+		{strings.Repeat(" ", 1<<20+1), "larger than"},
+	} {
+		p, err := parseProcess([]byte(tc.in), "p.json")
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%.40q: %v, want %q", tc.in, err, tc.err)
+		}
+		if err == nil && len(p.Args) == 0 {
+			t.Errorf("%q: accepted without args", tc.in)
+		}
+	}
+}
+
+func FuzzParseProcess(f *testing.F) {
+	f.Add([]byte(`{"args":["sh","-c","true"],"env":["A=1"],"cwd":"/","user":{"uid":1,"gid":2}}`))
+	f.Add([]byte(`{"args":["x"],"terminal":true,"consoleSize":{"height":1,"width":2},"capabilities":{"bounding":["CAP_KILL"]}}`))
+	f.Add([]byte(`{"args":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := parseProcess(b, "p.json")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "p.json: ") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if len(p.Args) == 0 || (p.Cwd != "" && !filepath.IsAbs(p.Cwd)) {
+			t.Fatalf("accepted %+v", p)
 		}
 	})
 }
