@@ -74,6 +74,10 @@ func MaybeStage() {
 		return
 	}
 	runtime.LockOSThread() // capabilities, seccomp, cgroupns are per thread: exec from this one
+	// Until it drops its privileges the stage holds every capability; keep
+	// other processes (in the container's PID namespace, for exec) from
+	// reading its memory or /proc/PID/root. execve resets this.
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	status := os.NewFile(fdStatus, "status")
 	err := run(status)
 	if err == nil {
