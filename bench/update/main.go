@@ -14,8 +14,14 @@
 // (fetching from the scratch repository) and checks it byte for byte. It
 // prints a Markdown table and JSON.
 //
+// It also times the agent's way of writing a slot (agent.Region, 32 KiB
+// writes, one fsync) against dd of the same image to the same kind of
+// file, and with -qemu one update of a VM from publish to committed.
+// -results DIR writes update-DATE.json and update-DATE.md.
+//
 //	go run ./bench/update                       (builds both versions)
 //	go run ./bench/update -old a.root.erofs -new b.root.erofs
+//	go run ./bench/update -qemu -results bench/results
 package main
 
 import (
@@ -75,6 +81,9 @@ func run(ctx context.Context, args []string) error {
 	extraKiB := fs.Int("extra", 300, "KiB of random data in the extra file of the second version")
 	oldImg := fs.String("old", "", "old root image (skip the builds)")
 	newImg := fs.String("new", "", "new root image (skip the builds)")
+	writeRuns := fs.Int("write-runs", 5, "runs of the slot write against dd (0: skip)")
+	qemuRun := fs.Bool("qemu", false, "also time publish -> committed in a QEMU VM (OVMF, TCG; minutes)")
+	resultsDir := fs.String("results", "", "also write update-DATE.json and .md to this `directory` (bench/results)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,17 +109,73 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("| old | new | full | chunks | index | fetched chunks | fetched (zstd) | fetched / full |\n")
-	fmt.Printf("|---|---|---|---|---|---|---|---|\n")
-	fmt.Printf("| %s | %s | %d | %d | %d | %d | %d (%d raw) | %.2f %% (%.2f %% raw) |\n\n",
-		filepath.Base(res.OldImage), filepath.Base(res.NewImage), res.FullBytes, res.Chunks, res.IndexBytes,
-		res.FetchChunks, res.FetchZstdBytes, res.FetchBytes, res.FetchPercent, res.FetchPercentRaw)
-	data, err := json.MarshalIndent(res, "", "  ")
+	all := Results{Delta: res}
+	if *writeRuns > 0 {
+		if all.Write, err = measureWrite(ctx, *newImg, scratch, *writeRuns); err != nil {
+			return fmt.Errorf("slot write: %w", err)
+		}
+	}
+	if *qemuRun {
+		qdir := filepath.Join(scratch, "qemu")
+		if err := os.MkdirAll(qdir, 0o755); err != nil {
+			return err
+		}
+		if all.QEMU, err = measureQEMU(ctx, *cairn, qdir); err != nil {
+			return fmt.Errorf("qemu: %w", err)
+		}
+	}
+	md := all.markdown()
+	fmt.Print(md)
+	data, err := json.MarshalIndent(all, "", "  ")
 	if err != nil {
 		return err
 	}
 	fmt.Println(string(data))
+	if *resultsDir != "" {
+		base := filepath.Join(*resultsDir, "update-"+time.Now().UTC().Format("2006-01-02"))
+		if err := os.WriteFile(base+".json", append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(base+".md", []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// Results are all the measurements of one run.
+type Results struct {
+	Delta *Result      `json:"delta"`
+	Write *WriteResult `json:"slot_write,omitempty"`
+	QEMU  *QEMUResult  `json:"qemu,omitempty"`
+}
+
+func (r Results) markdown() string {
+	var b strings.Builder
+	res := r.Delta
+	fmt.Fprintf(&b, "## Delta download\n\n")
+	fmt.Fprintf(&b, "| old | new | full | chunks | index | fetched chunks | fetched (zstd) | fetched / full |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d (%d raw) | %.2f %% (%.2f %% raw) |\n\n",
+		filepath.Base(res.OldImage), filepath.Base(res.NewImage), res.FullBytes, res.Chunks, res.IndexBytes,
+		res.FetchChunks, res.FetchZstdBytes, res.FetchBytes, res.FetchPercent, res.FetchPercentRaw)
+	if w := r.Write; w != nil {
+		fmt.Fprintf(&b, "## Slot write (host, median of %d, write + fsync)\n\n", w.Runs)
+		fmt.Fprintf(&b, "| bytes | agent (32 KiB WriteAt + fsync) | dd bs=1M conv=fsync | agent / dd |\n")
+		fmt.Fprintf(&b, "|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| %d | %d ms (%.0f MiB/s) | %d ms (%.0f MiB/s) | %.2f |\n\n",
+			w.Bytes, w.AgentMillis, w.AgentMiBps, w.DDMillis, w.DDMiBps, w.Ratio)
+	}
+	if q := r.QEMU; q != nil {
+		fmt.Fprintf(&b, "## Publish to committed (QEMU TCG, OVMF, checks every %s)\n\n", q.CheckInterval)
+		fmt.Fprintf(&b, "| downloading | rebooting | v2 READY | committed |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| %.1f s | %.1f s | %.1f s | %.1f s |\n\n",
+			float64(q.PublishToDownload)/1000, float64(q.PublishToRebooting)/1000, float64(q.PublishToReady)/1000, float64(q.PublishToCommitted)/1000)
+		if q.Delta != "" {
+			fmt.Fprintf(&b, "Agent: %s\n\n", q.Delta)
+		}
+	}
+	return b.String()
 }
 
 var versionRe = regexp.MustCompile(`(?m)^version:\s*(\d+)\.(\d+)\.(\d+)\s*$`)

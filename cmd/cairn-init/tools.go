@@ -23,6 +23,8 @@ func tools(args []string) (code int, ok bool) {
 		return ctr.ImagesMain(args[2:]), true
 	case len(args) > 1 && args[1] == "ctr":
 		return ctr.Main(args[2:]), true
+	case len(args) > 1 && args[1] == "update-agent":
+		return updateAgentMain(args[2:]), true
 	}
 	return 0, false
 }

@@ -90,3 +90,46 @@ func TestKeysAndPublishCommands(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// TestPublishInit creates an empty repository (its root.json is what the
+// first image trusts), then publishes into it.
+func TestPublishInit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keys, repoDir := filepath.Join(dir, "keys"), filepath.Join(dir, "repo")
+	if err := keysCmd(ctx, []string{"init", keys}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--init", "--repo", repoDir, "--keys", keys, fakeBuild(t, "1.0.0")},
+		{"--init", "--resign", "--repo", repoDir, "--keys", keys},
+		{"--init", "--repo", repoDir},
+	} {
+		if err := publishCmd(ctx, args); !errors.Is(err, errUsage) {
+			t.Errorf("publish %v: %v, want a usage error", args, err)
+		}
+	}
+	if _, err := os.Stat(repoDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a usage error created %s: %v", repoDir, err)
+	}
+	if err := publishCmd(ctx, []string{"--init", "--repo", repoDir, "--keys", keys}); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.ReadFile(filepath.Join(repoDir, "metadata", "root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publishCmd(ctx, []string{"--init", "--repo", repoDir, "--keys", keys}); err == nil {
+		t.Error("a second --init succeeded")
+	}
+	if err := publishCmd(ctx, []string{"--repo", repoDir, "--keys", keys, fakeBuild(t, "1.0.0")}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(repoDir, "metadata", "root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(root) {
+		t.Error("publishing replaced the root that --init created (images built with it would no longer trust the repository)")
+	}
+}

@@ -157,6 +157,19 @@ func Bless(espRoot, countPath string) (oldName, newName string, err error) {
 	if err := os.Rename(src, dst); err != nil {
 		return "", "", fmt.Errorf("bootcount: %w", err)
 	}
+	// Sync the file under its new name, then the directory: on vfat a
+	// directory sync alone leaves the renamed entry empty (size 0) until
+	// the file's inode is written back, and a power cut before that
+	// leaves no bootable entry.
+	f, err := os.Open(dst)
+	if err != nil {
+		return base, blessed, fmt.Errorf("bootcount: fsync: %w", err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return base, blessed, fmt.Errorf("bootcount: fsync %s: %w", dst, err)
+	}
 	df, err := os.Open(d)
 	if err != nil {
 		return base, blessed, fmt.Errorf("bootcount: fsync dir: %w", err)

@@ -56,3 +56,23 @@ func SyncDir(dir string) error {
 	}
 	return nil
 }
+
+// SyncRenamed makes a rename to path durable: it fsyncs the file under its
+// new name, then its directory. On vfat (the ESP) syncing the directory is
+// not enough: Linux's vfat rename writes the new directory entry with size
+// 0 and no first cluster, removes the old one, and fills the new entry in
+// only when the file's own inode is written back. After a power cut
+// between the directory sync and that writeback the file is found empty
+// (a blessed UKI that no longer boots).
+func SyncRenamed(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}

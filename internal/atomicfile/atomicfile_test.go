@@ -55,3 +55,20 @@ func TestWriteFileErrors(t *testing.T) {
 		t.Fatal("SyncDir of a missing directory succeeded")
 	}
 }
+
+func TestSyncRenamed(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncRenamed(dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncRenamed(src); err == nil {
+		t.Error("SyncRenamed of a missing file succeeded")
+	}
+}

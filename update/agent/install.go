@@ -144,6 +144,7 @@ func Install(ctx context.Context, t Target) error {
 	if err := VerifyVerity(ctx, t.Slot.Dev, uki.Cmdline.VerityBlocks, salt, root); err != nil {
 		return fail(StepVerify, fmt.Errorf("slot %s read back: %w", t.Slot.Name, err))
 	}
+	t.logf("slot %s: root image written and verified", t.Slot.Name)
 	if err := t.step(StepVerify); err != nil {
 		return fail(StepVerify, err)
 	}
@@ -449,7 +450,7 @@ func (t *Target) writeUKI() (Step, error) {
 	if err := os.Rename(tmp, final); err != nil {
 		return StepUKI, fmt.Errorf("uki: %w", err)
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
+	if err := atomicfile.SyncRenamed(final); err != nil { // vfat: SyncDir alone leaves the entry empty
 		return StepUKI, fmt.Errorf("uki: %w", err)
 	}
 	t.logf("wrote %s", filepath.Join(ukiDir, filepath.Base(final)))

@@ -190,7 +190,7 @@ func MarkBad(esp, countPath string) (string, error) {
 	if err := os.Rename(src, dst); err != nil {
 		return "", fmt.Errorf("mark bad: %w", err)
 	}
-	if err := atomicfile.SyncDir(d); err != nil {
+	if err := atomicfile.SyncRenamed(dst); err != nil { // vfat: SyncDir alone leaves the entry empty
 		return bad, fmt.Errorf("mark bad: %w", err)
 	}
 	return bad, nil
