@@ -9,16 +9,20 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"cairn.dev/cairn/images/rootfs"
+	"cairn.dev/cairn/runtime/image/unpack"
 	"github.com/erofs/go-erofs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -40,6 +44,7 @@ type ent struct {
 	uid, gid int
 	link     string
 	data     string
+	pax      map[string]string
 }
 
 func mkLayer(t testing.TB, ents ...ent) v1.Layer {
@@ -52,14 +57,17 @@ func mkLayer(t testing.TB, ents ...ent) v1.Layer {
 			typ = tar.TypeReg
 		}
 		mode := e.mode
-		if mode == 0 {
+		switch {
+		case mode == 0:
 			mode = 0o644
 			if typ == tar.TypeDir {
 				mode = 0o755
 			}
+		case mode < 0: // mode 0000
+			mode = 0
 		}
 		h := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid, Linkname: e.link,
-			Size: int64(len(e.data)), ModTime: time.Unix(1, 0), Format: tar.FormatPAX}
+			Size: int64(len(e.data)), ModTime: time.Unix(1, 0), Format: tar.FormatPAX, PAXRecords: e.pax}
 		if typ != tar.TypeReg {
 			h.Size = 0
 		}
@@ -323,6 +331,126 @@ func TestBakeRegistry(t *testing.T) {
 	}
 }
 
+// retarget points the cache's index entry for key at the manifest of img.
+func retarget(t *testing.T, cacheDir, key string, img v1.Image) {
+	t.Helper()
+	p := filepath.Join(cacheDir, "images", "index.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var im v1.IndexManifest
+	if err := json.Unmarshal(b, &im); err != nil {
+		t.Fatal(err)
+	}
+	dig, _ := img.Digest()
+	size, _ := img.Size()
+	found := false
+	for i, d := range im.Manifests {
+		if d.Annotations[refAnnotation] == key {
+			im.Manifests[i].Digest, im.Manifests[i].Size, found = dig, size, true
+		}
+	}
+	if !found {
+		t.Fatalf("no cache entry for %s", key)
+	}
+	if b, err = json.Marshal(im); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// corruptBlob flips one byte of a cached blob.
+func corruptBlob(t *testing.T, cacheDir string, h v1.Hash) {
+	t.Helper()
+	p := filepath.Join(cacheDir, "images", "blobs", h.Algorithm, h.Hex)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xFF
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The pull cache is checked before use: a digest pin against the cached
+// manifest (or the cached pinned index), and every blob's digest.
+func TestBakeRegistryCacheVerified(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(nullLogger())))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	host := u.Host
+	img := twoLayers(t)
+	dig, _ := img.Digest()
+	other := mkImage(t, mkLayer(t, ent{name: "other", data: "other"}))
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}})
+	idxDigest, _ := idx.Digest()
+	for tag, w := range map[string]func(name.Reference) error{
+		"single:v1": func(r name.Reference) error { return remote.Write(r, img) },
+		"other:v1":  func(r name.Reference) error { return remote.Write(r, other) },
+		"app:v1":    func(r name.Reference) error { return remote.WriteIndex(r, idx) },
+	} {
+		ref, _ := name.NewTag(host + "/team/" + tag)
+		if err := w(ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := t.TempDir()
+	opts := Options{CacheDir: cache, Keychain: authn.NewMultiKeychain()}
+	pinned := host + "/team/single@" + dig.String()
+	pinnedIdx := host + "/team/app@" + idxDigest.String()
+	for _, ref := range []string{pinned, pinnedIdx, host + "/team/app:v1", host + "/team/other:v1"} {
+		if _, err := bakeOne(t, "", ref, opts); err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+	}
+	// A cache entry naming another image: pulled again while the registry
+	// is there.
+	retarget(t, cache, pinned, other)
+	res, err := bakeOne(t, "", pinned, opts)
+	if err != nil {
+		t.Fatalf("retargeted entry, registry up: %v", err)
+	}
+	checkTwoLayers(t, res, pinned, dig)
+
+	srv.Close()
+	// The pinned index is checked from its cached blob.
+	if res, err := bakeOne(t, "", pinnedIdx, opts); err != nil {
+		t.Fatalf("warm pinned index: %v", err)
+	} else {
+		checkTwoLayers(t, res, pinnedIdx, dig)
+	}
+	retarget(t, cache, pinned, other)
+	if _, err := bakeOne(t, "", pinned, opts); err == nil || !strings.Contains(err.Error(), "does not match the pinned digest") {
+		t.Fatalf("retargeted entry, registry down: %v", err)
+	}
+	retarget(t, cache, pinnedIdx, other)
+	if _, err := bakeOne(t, "", pinnedIdx, opts); err == nil || !strings.Contains(err.Error(), "is neither "+idxDigest.String()+" nor listed by it") {
+		t.Fatalf("retargeted index entry: %v", err)
+	}
+	retarget(t, cache, pinnedIdx, img)
+	corruptBlob(t, cache, idxDigest)
+	if _, err := bakeOne(t, "", pinnedIdx, opts); err == nil || !strings.Contains(err.Error(), "cached index "+idxDigest.String()+" is corrupt") {
+		t.Fatalf("corrupt index blob: %v", err)
+	}
+	// A corrupt layer blob fails the build, naming the cache.
+	layers, _ := img.Layers()
+	ld, _ := layers[1].Digest()
+	corruptBlob(t, cache, ld)
+	if _, err := bakeOne(t, "", host+"/team/app:v1", opts); err == nil || !strings.Contains(err.Error(), "cached image is corrupt") {
+		t.Fatalf("corrupt layer blob: %v", err)
+	}
+	// A corrupt manifest too.
+	od, _ := other.Digest()
+	corruptBlob(t, cache, od)
+	if _, err := bakeOne(t, "", host+"/team/other:v1", opts); err == nil || !strings.Contains(err.Error(), "image cache") {
+		t.Fatalf("corrupt manifest blob: %v", err)
+	}
+}
+
 func TestBakeRegistryWrongPlatform(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(nullLogger())))
 	defer srv.Close()
@@ -453,7 +581,13 @@ func TestBakeGo(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(tree, "etc/passwd")); err != nil || !strings.Contains(string(b), "nobody:x:65534") {
 		t.Errorf("etc/passwd = %q, %v", b, err)
 	}
-	// Reproducible: a second bake gives the same digest.
+	// Reproducible: a second bake gives the same digest, whatever the
+	// host's go environment says (GOFLAGS=-mod=bogus and an unknown
+	// GOEXPERIMENT fail go build outright; GOAMD64=v3 changes the binary).
+	t.Setenv("GOAMD64", "v3")
+	t.Setenv("GOFLAGS", "-mod=bogus")
+	t.Setenv("GOEXPERIMENT", "nosuchexperiment")
+	t.Setenv("CGO_ENABLED", "1")
 	again, err := bakeOne(t, osDir, ref, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -471,6 +605,26 @@ func TestBakeGo(t *testing.T) {
 	_, err = bakeOne(t, osDir, "go://./os/examples/nonexistent", opts)
 	if err == nil || !strings.Contains(err.Error(), "go build ./os/examples/nonexistent") {
 		t.Errorf("bad package: %v", err)
+	}
+}
+
+func TestBuildEnv(t *testing.T) {
+	host := []string{"PATH=/usr/bin", "HOME=/home/u", "GOCACHE=/c", "GOMODCACHE=/m", "GOPROXY=off", "GOPATH=/g",
+		"GOAMD64=v3", "GOFLAGS=-tags=x", "GOEXPERIMENT=arenas", "GOTOOLCHAIN=go1.99.0", "CGO_ENABLED=1", "GOOS=darwin", "GOARCH=arm64"}
+	got := map[string][]string{}
+	for _, kv := range buildEnv(host) {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = append(got[k], v)
+	}
+	want := map[string]string{"PATH": "/usr/bin", "HOME": "/home/u", "GOCACHE": "/c", "GOMODCACHE": "/m", "GOPROXY": "off", "GOPATH": "/g",
+		"GOAMD64": "v1", "GOFLAGS": "", "GOEXPERIMENT": "", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64"}
+	for k, v := range want {
+		if len(got[k]) != 1 || got[k][0] != v {
+			t.Errorf("%s = %q, want exactly %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("env = %v", got)
 	}
 }
 
@@ -546,6 +700,142 @@ func TestRootfsOwners(t *testing.T) {
 	ents, err := fs.ReadDir(efs, "usr/share/cairn")
 	if err != nil || len(ents) != 2 {
 		t.Errorf("usr/share/cairn: %v, %v", ents, err)
+	}
+}
+
+// capNetRaw is a security.capability value (VFS_CAP_REVISION_2, permitted
+// and effective CAP_NET_RAW).
+const capNetRaw = "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+
+// nonRootEnv names the directory TestBakeNonRoot's child works in.
+const nonRootEnv = "CAIRN_BAKE_NONROOT_DIR"
+
+// TestBakeNonRoot bakes, as a build user who is not root (uid 65534 in a
+// child process when the test runs as root), an image with a mode-0000
+// file, a mode-0500 directory and extended attributes (a file capability),
+// then builds an erofs root from it: the on-disk copies stay usable, the
+// erofs entries keep the image's modes and the kept xattrs.
+func TestBakeNonRoot(t *testing.T) {
+	if dir := os.Getenv(nonRootEnv); dir != "" {
+		bakeNonRoot(t, dir)
+		return
+	}
+	dir, err := os.MkdirTemp("", "bake-nonroot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	img := mkImage(t, mkLayer(t,
+		ent{name: "etc/", typ: tar.TypeDir},
+		ent{name: "etc/shadow", mode: -1, data: "root:*:1::::::\n"},
+		ent{name: "ro/", typ: tar.TypeDir, mode: 0o500, pax: map[string]string{"SCHILY.xattr.user.dir": "d"}},
+		ent{name: "ro/f", mode: 0o400, data: "f"},
+		ent{name: "ping", mode: 0o755, data: "ping", pax: map[string]string{
+			"SCHILY.xattr.security.capability": capNetRaw,
+			"SCHILY.xattr.user.note":           "n",
+			"SCHILY.xattr.trusted.overlay.x":   "y",
+			"SCHILY.xattr.security.selinux":    "system_u:object_r:bin_t:s0",
+		}},
+		ent{name: "ping2", typ: tar.TypeLink, link: "ping"},
+	))
+	p, err := layout.Write(filepath.Join(dir, "os", "img"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"work", "cache"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		bakeNonRoot(t, dir)
+		return
+	}
+	// The child runs a copy of the test binary (go's build directory is
+	// private to root) as 65534 in a tree it owns.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bake.test"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, 65534, 65534)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, "bake.test"), "-test.run=^TestBakeNonRoot$", "-test.v")
+	cmd.Env = append(os.Environ(), nonRootEnv+"="+dir, "HOME="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestBakeNonRoot") {
+		t.Fatalf("bake as uid 65534: %v\n%s", err, out)
+	}
+}
+
+func bakeNonRoot(t *testing.T, dir string) {
+	if os.Geteuid() == 0 {
+		t.Fatal("running as root")
+	}
+	opts := Options{WorkDir: filepath.Join(dir, "work"), CacheDir: filepath.Join(dir, "cache")}
+	res, err := bakeOne(t, filepath.Join(dir, "os"), "oci-layout:img", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := Mount(fstest.MapFS{"usr/share/cairn/os.yaml": &fstest.MapFile{Data: []byte("name: x\n"), Mode: 0o644}}, RootPath, res.FS())
+	out := filepath.Join(dir, "root.erofs")
+	if _, err := rootfs.Build(context.Background(), root, out, rootfs.Options{BuildTime: time.Unix(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	efs, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := RootPath + "/" + res.Images[0].Rootfs
+	for _, c := range []struct {
+		path, data string
+		mode       fs.FileMode
+		xattrs     map[string]string
+	}{
+		{"etc/shadow", "root:*:1::::::\n", 0, nil},
+		{"ro", "", fs.ModeDir | 0o500, map[string]string{"user.dir": "d"}},
+		{"ro/f", "f", 0o400, nil},
+		// Kept: file capabilities and user.*; dropped: trusted.*, security.selinux.
+		{"ping", "ping", 0o755, map[string]string{"security.capability": capNetRaw, "user.note": "n"}},
+		{"ping2", "ping", 0o755, map[string]string{"security.capability": capNetRaw, "user.note": "n"}},
+	} {
+		fi, err := fs.Stat(efs, tree+"/"+c.path)
+		if err != nil {
+			t.Errorf("%s: %v", c.path, err)
+			continue
+		}
+		if st, _ := fi.Sys().(*erofs.Stat); st == nil || st.Mode != c.mode || !maps.Equal(st.Xattrs, c.xattrs) {
+			t.Errorf("%s: %+v, want mode %v, xattrs %q", c.path, st, c.mode, c.xattrs)
+		}
+		if c.data != "" {
+			if b, err := fs.ReadFile(efs, tree+"/"+c.path); err != nil || string(b) != c.data {
+				t.Errorf("%s = %q, %v", c.path, b, err)
+			}
+		}
 	}
 }
 
@@ -634,5 +924,21 @@ func TestPick(t *testing.T) {
 		if d, _ := img.Digest(); d != ad {
 			t.Errorf("%s: picked %s, want %s", tc.name, d, ad)
 		}
+	}
+}
+
+func TestHeaderXattrsBounded(t *testing.T) {
+	big := strings.Repeat("x", maxXattrValue+1)
+	for _, pax := range []map[string]string{
+		{"SCHILY.xattr.security.capability": big},
+		{"SCHILY.xattr.user.a": big[:maxXattrValue/2+1], "SCHILY.xattr.user.b": big[:maxXattrValue/2+1]},
+	} {
+		if _, err := headerXattrs(&tar.Header{PAXRecords: pax}); !errors.Is(err, unpack.ErrLimit) {
+			t.Errorf("%d records: %v, want ErrLimit", len(pax), err)
+		}
+	}
+	// Unbounded but dropped names do not count.
+	if x, err := headerXattrs(&tar.Header{PAXRecords: map[string]string{"SCHILY.xattr.trusted.a": big, "SCHILY.xattr.user.": "v"}}); err != nil || x != nil {
+		t.Errorf("dropped names: %v, %v", x, err)
 	}
 }

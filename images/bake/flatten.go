@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"os"
 	"path"
 	"strings"
 
@@ -20,11 +21,52 @@ import (
 // root (path traversal, links climbing out, writes through symlinks).
 var ErrHostile = unpack.ErrHostile
 
-// meta is what the erofs root records of one flattened entry: owner and
-// permission bits (with setuid, setgid and sticky).
+// meta is what the erofs root records of one flattened entry: owner,
+// permission bits (with setuid, setgid and sticky) and the extended
+// attributes kept (keptXattr).
 type meta struct {
 	uid, gid uint32
 	perm     fs.FileMode
+	xattrs   map[string]string
+}
+
+// Bounds on the extended attributes of one entry (the kernel's: a value
+// of at most 64 KiB; erofs keeps an inode's inline xattrs small).
+const (
+	maxXattrValue = 64 << 10
+	maxXattrBytes = 64 << 10
+)
+
+// keptXattr reports whether an extended attribute from a layer is carried
+// into the erofs root: file capabilities and the user namespace. Others
+// (security.selinux, trusted.*, ACLs) belong to the build host or need
+// policy the runtime does not have.
+func keptXattr(name string) bool {
+	return name == "security.capability" || (strings.HasPrefix(name, "user.") && len(name) > len("user."))
+}
+
+// headerXattrs returns the kept extended attributes of a tar header's PAX
+// records (SCHILY.xattr.NAME), or an error when they exceed the bounds.
+func headerXattrs(hdr *tar.Header) (map[string]string, error) {
+	var out map[string]string
+	total := 0
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok || !keptXattr(name) {
+			continue
+		}
+		if len(v) > maxXattrValue || len(name) > 255 {
+			return nil, fmt.Errorf("extended attribute %q of %d bytes: %w", name, len(v), unpack.ErrLimit)
+		}
+		if total += len(name) + len(v); total > maxXattrBytes {
+			return nil, fmt.Errorf("extended attributes of more than %d bytes: %w", maxXattrBytes, unpack.ErrLimit)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = v
+	}
+	return out, nil
 }
 
 // layerChecker follows the layers of an image bottom-up and refuses what
@@ -203,6 +245,7 @@ func filterFlat(ctx context.Context, img v1.Image, w io.Writer) (map[string]meta
 	m := map[string]meta{}
 	var size int64
 	var links []*tar.Header
+	root := os.Geteuid() == 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -226,9 +269,19 @@ func filterFlat(ctx context.Context, img v1.Image, w io.Writer) (map[string]meta
 		default:
 			continue
 		}
-		m[p] = headerMeta(hdr)
+		md := headerMeta(hdr)
+		if hdr.Typeflag != tar.TypeSymlink {
+			if md.xattrs, err = headerXattrs(hdr); err != nil {
+				return nil, 0, fmt.Errorf("flatten: %q: %w", hdr.Name, err)
+			}
+		}
+		m[p] = md
+		stripXattrs(hdr)
 		if hdr.Typeflag == tar.TypeReg {
 			size += hdr.Size
+		}
+		if !root {
+			ownerAccess(hdr)
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, 0, fmt.Errorf("flatten: %w", err)
@@ -256,6 +309,33 @@ func filterFlat(ctx context.Context, img v1.Image, w io.Writer) (map[string]meta
 		return nil, 0, fmt.Errorf("flatten: %w", err)
 	}
 	return m, size, nil
+}
+
+// stripXattrs drops the extended attributes from the header written to the
+// on-disk copy: the erofs root takes them from the meta, and setting
+// security.capability on the build host needs privilege.
+func stripXattrs(hdr *tar.Header) {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "SCHILY.xattr.") {
+			delete(hdr.PAXRecords, k)
+		}
+	}
+	//lint:ignore SA1019 tar.Reader fills the deprecated Xattrs too, and tar.Writer writes them.
+	hdr.Xattrs = nil
+}
+
+// ownerAccess makes the on-disk copy of an entry usable by a build user who
+// is not root (and so cannot override permissions): files u+rw, directories
+// u+rwx, so that a mode-0000 file such as /etc/shadow can be read into the
+// erofs root and a mode-0500 directory filled. The image's mode is recorded
+// in the meta first; the erofs entry gets that one.
+func ownerAccess(hdr *tar.Header) {
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		hdr.Mode |= 0o700
+	case tar.TypeReg:
+		hdr.Mode |= 0o600
+	}
 }
 
 func headerMeta(hdr *tar.Header) meta {

@@ -32,7 +32,7 @@ func (b *bakedFS) info(name string, fi fs.FileInfo) fs.FileInfo {
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		mode = fs.ModeSymlink | 0o777
 	}
-	return &ownedInfo{FileInfo: fi, mode: mode, owner: rootfs.Owner{UID: m.uid, GID: m.gid}}
+	return &ownedInfo{FileInfo: fi, mode: mode, owner: rootfs.Owner{UID: m.uid, GID: m.gid, Xattrs: m.xattrs}}
 }
 
 func (b *bakedFS) Open(name string) (fs.File, error) {

@@ -46,6 +46,38 @@ func findModRoot(dir string) (string, error) {
 	}
 }
 
+// pinnedGoEnv are the variables of go build that the build host must not
+// change: the target, the instruction set level, flags and experiments,
+// and the toolchain (no download of another one). The rest of the
+// environment (PATH, HOME, GOCACHE, GOMODCACHE, GOPATH, GOPROXY, ...) is
+// kept so that builds work offline from the host's caches.
+var pinnedGoEnv = []string{
+	"CGO_ENABLED=0",
+	"GOOS=linux",
+	"GOARCH=amd64",
+	"GOAMD64=v1",
+	"GOFLAGS=",
+	"GOEXPERIMENT=",
+	"GOTOOLCHAIN=local",
+}
+
+// buildEnv returns environ without the pinned variables, then the pinned
+// values.
+func buildEnv(environ []string) []string {
+	pinned := map[string]bool{}
+	for _, kv := range pinnedGoEnv {
+		k, _, _ := strings.Cut(kv, "=")
+		pinned[k] = true
+	}
+	out := make([]string, 0, len(environ)+len(pinnedGoEnv))
+	for _, kv := range environ {
+		if k, _, _ := strings.Cut(kv, "="); !pinned[k] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, pinnedGoEnv...)
+}
+
 // goImage builds a go:// package into a one-layer OCI image, as ko does:
 // the static binary at /<name> plus /etc/passwd and /etc/group, every file
 // root-owned with the build's time stamp.
@@ -68,7 +100,7 @@ func (b *baker) goImage(ctx context.Context, r Ref) (v1.Image, error) {
 	cmd := exec.CommandContext(ctx, goPath, "build", "-trimpath", "-buildvcs=false",
 		"-ldflags=-s -w -buildid=", "-o", out, r.Path)
 	cmd.Dir = modRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = buildEnv(os.Environ())
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	b.logf("image %s: go build in %s", r.Raw, modRoot)

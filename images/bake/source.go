@@ -1,9 +1,13 @@
 package bake
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -15,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"golang.org/x/sys/unix"
 )
 
@@ -135,11 +140,21 @@ func (b *baker) registryImage(ctx context.Context, ref name.Reference) (v1.Image
 	}
 	defer unlock()
 	key := ref.Name()
+	var cacheErr error // a cache entry that was not used: said if the pull fails
 	if img, ok, err := cached(cache, key); err != nil {
 		return nil, fmt.Errorf("image cache: %s: %w", key, err)
 	} else if ok {
-		b.logf("image %s: from the cache", key)
-		return img, checkPlatform(img)
+		err := verifyCached(cache, img, ref)
+		switch {
+		case err == nil:
+			b.logf("image %s: from the cache", key)
+			return img, checkPlatform(img)
+		case errors.Is(err, errPinMismatch):
+			b.logf("image %s: %v; pulling again", key, err)
+			cacheErr = fmt.Errorf("image cache %s: %w", cache, err)
+		default:
+			return nil, fmt.Errorf("image cache %s: %s: %w (remove the cache to pull again)", cache, key, err)
+		}
 	}
 	b.logf("image %s: pulling", key)
 	kc := b.opts.Keychain
@@ -148,7 +163,7 @@ func (b *baker) registryImage(ctx context.Context, ref name.Reference) (v1.Image
 	}
 	desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(platform))
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", key, err)
+		return nil, errors.Join(fmt.Errorf("pull %s: %w", key, err), cacheErr)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		return nil, fmt.Errorf("pull %s: registry returned %s, not the digest asked for", key, desc.Digest)
@@ -168,7 +183,14 @@ func (b *baker) registryImage(ctx context.Context, ref name.Reference) (v1.Image
 	if err := checkPlatform(img); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", key, err)
 	}
-	// Writing the layout verifies every blob's digest while it streams.
+	// Writing the layout verifies every blob's digest while it streams
+	// (blobs already there are kept: verifyCached checks them below). An
+	// index is kept as a blob so that a pin on it can be checked later.
+	if desc.MediaType.IsIndex() {
+		if err := cache.WriteBlob(desc.Digest, io.NopCloser(bytes.NewReader(desc.Manifest))); err != nil {
+			return nil, fmt.Errorf("pull %s: store in cache: %w", key, err)
+		}
+	}
 	if err := cache.ReplaceImage(img, match.Annotation(refAnnotation, key), layout.WithAnnotations(map[string]string{refAnnotation: key})); err != nil {
 		return nil, fmt.Errorf("pull %s: store in cache: %w", key, err)
 	}
@@ -176,7 +198,69 @@ func (b *baker) registryImage(ctx context.Context, ref name.Reference) (v1.Image
 	if err != nil || !ok {
 		return nil, fmt.Errorf("pull %s: read back from cache: %v", key, err)
 	}
+	if err := verifyCached(cache, img, ref); err != nil {
+		return nil, fmt.Errorf("image cache %s: %s: %w (remove the cache to pull again)", cache, key, err)
+	}
 	return img, nil
+}
+
+// errPinMismatch: a cached image is not the one a digest reference pins.
+var errPinMismatch = errors.New("cached image does not match the pinned digest")
+
+// maxIndexBytes bounds a cached index manifest.
+const maxIndexBytes = 4 << 20
+
+// verifyCached checks a cached image before it is used: for a digest
+// reference, that the image is the pinned manifest or is listed by the
+// pinned index (kept as a blob, whose hash is checked); then that the
+// manifest, config and every layer match their digests (validate.Image
+// reads every layer once).
+func verifyCached(cache layout.Path, img v1.Image, ref name.Reference) error {
+	if d, ok := ref.(name.Digest); ok {
+		if err := checkPin(cache, img, d.DigestStr()); err != nil {
+			return err
+		}
+	}
+	if err := validate.Image(img); err != nil {
+		return fmt.Errorf("cached image is corrupt: %w", err)
+	}
+	return nil
+}
+
+func checkPin(cache layout.Path, img v1.Image, pin string) error {
+	dig, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("cached image digest: %w", err)
+	}
+	if dig.String() == pin {
+		return nil
+	}
+	h, err := v1.NewHash(pin)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errPinMismatch, err)
+	}
+	rc, err := cache.Blob(h)
+	if err != nil {
+		return fmt.Errorf("%w: image %s, and the pinned index %s is not cached", errPinMismatch, dig, pin)
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(io.LimitReader(rc, maxIndexBytes+1))
+	if err != nil {
+		return fmt.Errorf("read cached index %s: %w", pin, err)
+	}
+	if sum := sha256.Sum256(raw); h.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != h.Hex || len(raw) > maxIndexBytes {
+		return fmt.Errorf("cached index %s is corrupt: its sha256 is %x", pin, sum)
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("cached index %s: %w", pin, err)
+	}
+	for _, m := range im.Manifests {
+		if m.Digest == dig {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: cached image %s is neither %s nor listed by it", errPinMismatch, dig, pin)
 }
 
 func openLayout(dir string) (layout.Path, error) {

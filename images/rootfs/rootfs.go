@@ -28,8 +28,13 @@ import (
 const BlockSize = 4096
 
 // Owner, returned by a source entry's fs.FileInfo.Sys(), sets the owner of
-// its inode; entries whose Sys() is anything else are owned by 0:0.
-type Owner struct{ UID, GID uint32 }
+// its inode and its extended attributes (full names such as
+// "security.capability"; nil for none); entries whose Sys() is anything else
+// are owned by 0:0 and have none.
+type Owner struct {
+	UID, GID uint32
+	Xattrs   map[string]string
+}
 
 // Options configure Build.
 type Options struct {
@@ -216,6 +221,9 @@ func (n *normFS) info(fi fs.FileInfo) fs.FileInfo {
 	}
 	if o, ok := fi.Sys().(Owner); ok {
 		st.UID, st.GID = o.UID, o.GID
+		if len(o.Xattrs) > 0 {
+			st.Xattrs = o.Xattrs
+		}
 	}
 	return &normInfo{FileInfo: fi, st: st}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -393,12 +394,14 @@ func TestBuild30MB(t *testing.T) {
 	}
 }
 
-// TestOwner: an entry whose FileInfo.Sys() is an Owner keeps that owner;
-// every other entry, including a host file's *syscall.Stat_t, is 0:0.
+// TestOwner: an entry whose FileInfo.Sys() is an Owner keeps that owner
+// and its extended attributes; every other entry, including a host file's
+// *syscall.Stat_t, is 0:0 without any.
 func TestOwner(t *testing.T) {
 	src := fstest.MapFS{
 		"img/app":    {Data: []byte("a"), Mode: fs.ModeSetuid | 0o755, Sys: Owner{UID: 1000, GID: 1001}},
-		"img/data":   {Mode: fs.ModeDir | 0o750, Sys: Owner{UID: 33, GID: 34}},
+		"img/ping":   {Data: []byte("p"), Mode: 0o755, Sys: Owner{Xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20", "user.a": "b"}}},
+		"img/data":   {Mode: fs.ModeDir | 0o750, Sys: Owner{UID: 33, GID: 34, Xattrs: map[string]string{"user.d": "1"}}},
 		"img/link":   {Data: []byte("app"), Mode: fs.ModeSymlink | 0o777, Sys: Owner{UID: 7, GID: 8}},
 		"plain":      {Data: []byte("p"), Mode: 0o644},
 		"other-sys":  {Data: []byte("o"), Mode: 0o644, Sys: &Owner{UID: 5, GID: 5}},
@@ -417,9 +420,11 @@ func TestOwner(t *testing.T) {
 	tests := []struct {
 		path     string
 		uid, gid uint32
+		xattrs   map[string]string
 	}{
-		{"img/app", 1000, 1001}, {"img/data", 33, 34}, {"img/link", 7, 8},
-		{"plain", 0, 0}, {"other-sys", 0, 0}, {"img/pgroup", 0, 65534}, {"img", 0, 0},
+		{"img/app", 1000, 1001, nil}, {"img/data", 33, 34, map[string]string{"user.d": "1"}}, {"img/link", 7, 8, nil},
+		{"plain", 0, 0, nil}, {"other-sys", 0, 0, nil}, {"img/pgroup", 0, 65534, nil}, {"img", 0, 0, nil},
+		{"img/ping", 0, 0, map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20", "user.a": "b"}},
 	}
 	for _, tc := range tests {
 		fi, err := fs.Lstat(img, tc.path)
@@ -428,8 +433,8 @@ func TestOwner(t *testing.T) {
 			continue
 		}
 		st, ok := fi.Sys().(*erofs.Stat)
-		if !ok || st.UID != tc.uid || st.GID != tc.gid {
-			t.Errorf("%s: owner %+v, want %d:%d", tc.path, fi.Sys(), tc.uid, tc.gid)
+		if !ok || st.UID != tc.uid || st.GID != tc.gid || !maps.Equal(st.Xattrs, tc.xattrs) {
+			t.Errorf("%s: owner %+v, want %d:%d, xattrs %q", tc.path, fi.Sys(), tc.uid, tc.gid, tc.xattrs)
 		}
 	}
 }

@@ -14,13 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem"
-	"github.com/diskfs/go-diskfs/filesystem/fat12"
-	"github.com/diskfs/go-diskfs/filesystem/fat16"
-	"github.com/diskfs/go-diskfs/filesystem/fat32"
-	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 )
 
 // Config drive labels. A vfat label holds at most 11 characters, so a vfat
@@ -291,51 +284,13 @@ func probeDevice(ctx context.Context, o *Options, name string) (*Found, error) {
 	return &Found{Source: src, Data: b}, nil
 }
 
-// maxFATBytes bounds the FAT tables of a config drive: the FAT reader
-// keeps them in memory (a 1 GiB FAT32 drive has 8 MiB of FAT).
-const maxFATBytes = 16 << 20
-
-// checkBounds refuses a file system that claims to be larger than its
-// device, or whose FAT tables are too large, before go-diskfs reads it.
-func checkBounds(r io.ReaderAt, size int64, typ string) error {
-	if typ == ISO9660 {
-		pvd := make([]byte, 2048)
-		if err := readAt(r, pvd, 16*2048); err != nil {
-			return fmt.Errorf("read at byte offset %d: %w", 16*2048, err)
-		}
-		if blocks := int64(binary.LittleEndian.Uint32(pvd[80:])); blocks*2048 > size {
-			return fmt.Errorf("iso9660 volume of %d blocks is larger than its device (%d bytes) (byte offset %d)", blocks, size, 16*2048+80)
-		}
-		return nil
-	}
-	bs := make([]byte, 512)
-	if err := readAt(r, bs, 0); err != nil {
-		return fmt.Errorf("read at byte offset 0: %w", err)
-	}
-	bps, nfats := int64(binary.LittleEndian.Uint16(bs[11:])), int64(bs[16])
-	tot, fatsz := int64(binary.LittleEndian.Uint16(bs[19:])), int64(binary.LittleEndian.Uint16(bs[22:]))
-	if tot == 0 {
-		tot = int64(binary.LittleEndian.Uint32(bs[32:]))
-	}
-	if fatsz == 0 {
-		fatsz = int64(binary.LittleEndian.Uint32(bs[36:]))
-	}
-	if tot*bps > size {
-		return fmt.Errorf("%s file system of %d bytes is larger than its device (%d bytes) (byte offset 19/32)", typ, tot*bps, size)
-	}
-	if fatsz*bps*nfats > maxFATBytes {
-		return fmt.Errorf("%s tables of %d bytes, more than %d (byte offset 22/36)", typ, fatsz*bps*nfats, maxFATBytes)
-	}
-	return nil
-}
-
 // driveReadTimeout bounds the read of config.yaml from a drive.
 const driveReadTimeout = 10 * time.Second
 
 // readDriveFileBounded runs ReadDriveFile with a time limit: the file system
 // is outside input, and a hostile one must not hold up the boot. A read that
 // times out is abandoned (its goroutine ends when the read does).
-func readDriveFileBounded(ctx context.Context, f iofs.File, size int64, typ string) ([]byte, error) {
+func readDriveFileBounded(ctx context.Context, f io.ReaderAt, size int64, typ string) ([]byte, error) {
 	type result struct {
 		b   []byte
 		err error
@@ -357,52 +312,17 @@ func readDriveFileBounded(ctx context.Context, f iofs.File, size int64, typ stri
 	}
 }
 
-// ReadDriveFile reads config.yaml from the root of a FAT or iso9660 file
-// system of size bytes in f, with go-diskfs (read-only).
-func ReadDriveFile(f iofs.File, size int64, typ string) (data []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			data, err = nil, fmt.Errorf("malformed %s file system: %v", typ, r)
-		}
-	}()
-	ra, ok := f.(io.ReaderAt)
-	if !ok {
-		return nil, errors.New("file system image does not support ReadAt")
-	}
-	if err := checkBounds(ra, size, typ); err != nil {
-		return nil, err
-	}
-	b := file.New(f, true)
-	var fsys filesystem.FileSystem
+// ReadDriveFile reads config.yaml from the root directory of a FAT12/16/32
+// or iso9660 file system of size bytes in r, with the bounded readers of
+// fsread.go (a malformed or hostile file system yields an error, never
+// unbounded work).
+func ReadDriveFile(r io.ReaderAt, size int64, typ string) ([]byte, error) {
+	d := device{r: r, size: size}
 	switch typ {
-	case FAT12:
-		fsys, err = fat12.Read(b, size, 0, 0)
-	case FAT16:
-		fsys, err = fat16.Read(b, size, 0, 0)
-	case FAT32:
-		fsys, err = fat32.Read(b, size, 0, 0)
+	case FAT12, FAT16, FAT32:
+		return readFATFile(d, typ)
 	case ISO9660:
-		fsys, err = iso9660.Read(b, size, 0, 2048)
-	default:
-		return nil, fmt.Errorf("unsupported file system %q", typ)
+		return readISOFile(d)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", typ, err)
-	}
-	name := "/" + DriveFile
-	if ents, err := fsys.ReadDir("/"); err == nil {
-		for _, e := range ents {
-			n, _, _ := strings.Cut(e.Name(), ";") // iso9660 version suffix
-			if strings.EqualFold(strings.TrimSuffix(n, "."), DriveFile) && !e.IsDir() {
-				name = "/" + e.Name()
-				break
-			}
-		}
-	}
-	h, err := fsys.OpenFile(name, os.O_RDONLY)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", DriveFile, err)
-	}
-	defer h.Close()
-	return readLimited(h, DriveFile)
+	return nil, fmt.Errorf("unsupported file system %q", typ)
 }

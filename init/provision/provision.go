@@ -31,6 +31,9 @@ const (
 	ArgURL = "cairn.config"
 	// ArgReplace lets a found config replace the stored one.
 	ArgReplace = "cairn.config.replace"
+	// ArgSHA256 pins the sha256 (hex) of the config ArgURL names: a config
+	// with another hash is refused.
+	ArgSHA256 = "cairn.config.sha256"
 )
 
 // MaxConfigSize bounds a config read from any source.

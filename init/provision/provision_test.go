@@ -3,7 +3,9 @@ package provision
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -572,6 +574,9 @@ func FuzzProbe(f *testing.F) {
 		// The image file is 1 MiB; the volume is what the PVD says.
 		f.Add(iso[:min(len(iso), int(binary.LittleEndian.Uint32(iso[16*2048+80:]))*2048)])
 	}
+	for _, h := range hostileFATSeeds(f) {
+		f.Add(h)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		typ, label, err := Probe(bytes.NewReader(data))
 		if err != nil && typ != "" {
@@ -579,16 +584,78 @@ func FuzzProbe(f *testing.F) {
 		}
 		_ = label
 		if typ != "" {
-			p := filepath.Join(t.TempDir(), "img")
-			if err := os.WriteFile(p, data, 0o644); err != nil {
-				t.Fatal(err)
+			b, err := ReadDriveFile(bytes.NewReader(data), int64(len(data)), typ)
+			if err == nil && len(b) > MaxConfigSize {
+				t.Fatalf("ReadDriveFile returned %d bytes, more than %d", len(b), MaxConfigSize)
 			}
-			fh, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fh.Close()
-			_, _ = ReadDriveFile(fh, int64(len(data)), typ)
 		}
 	})
+}
+
+func TestFromCmdlineIntegrity(t *testing.T) {
+	const body = "hostname: pinned\n"
+	sum := sha256.Sum256([]byte(body))
+	pin := hex.EncodeToString(sum[:])
+	var hits atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, body)
+	}))
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		switch r.URL.Path {
+		case "/down":
+			http.Redirect(w, r, plain.URL+"/config.yaml", http.StatusFound)
+		case "/same":
+			http.Redirect(w, r, "/config.yaml", http.StatusFound)
+		default:
+			fmt.Fprint(w, body)
+		}
+	}))
+	defer tlsSrv.Close()
+	tests := []struct {
+		name, url, sha string // sha "-" = no pin
+		client         *http.Client
+		wantErr        string
+		wantWarn       bool
+		hits           int32
+	}{
+		{"http pinned", plain.URL + "/c", pin, nil, "", false, 1},
+		{"http pinned upper case", plain.URL + "/c", strings.ToUpper(pin), nil, "", false, 1},
+		{"http unpinned warns", plain.URL + "/c", "-", nil, "", true, 1},
+		{"http pin differs", plain.URL + "/c", strings.Repeat("00", 32), nil, "pins 0000", false, 1},
+		{"bad pin", plain.URL + "/c", "xyz", nil, "is not a hex sha256", false, 0},
+		{"short pin", plain.URL + "/c", "abcd", nil, "is not a hex sha256", false, 0},
+		{"https unpinned", tlsSrv.URL + "/c", "-", tlsSrv.Client(), "", false, 1},
+		{"https redirect within https", tlsSrv.URL + "/same", "-", tlsSrv.Client(), "", false, 2},
+		{"https redirect to http refused", tlsSrv.URL + "/down", "-", tlsSrv.Client(), "leaves https", false, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hits.Store(0)
+			args := map[string]string{ArgURL: tt.url}
+			if tt.sha != "-" {
+				args[ArgSHA256] = tt.sha
+			}
+			var logs []string
+			o := Options{Args: args, Online: online, URLAttempts: 3, Backoff: time.Millisecond, HTTP: tt.client,
+				Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }}
+			o.defaults()
+			f, err := fromCmdline(context.Background(), &o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+			} else if err != nil || f == nil || string(f.Data) != body {
+				t.Fatalf("fromCmdline = %+v, %v", f, err)
+			}
+			if got := hasLog(logs, "warning: ") && hasLog(logs, "plain http without "+ArgSHA256); got != tt.wantWarn {
+				t.Fatalf("warning logged = %v, want %v (logs %q)", got, tt.wantWarn, logs)
+			}
+			if hits.Load() != tt.hits {
+				t.Fatalf("%d requests, want %d", hits.Load(), tt.hits)
+			}
+		})
+	}
 }

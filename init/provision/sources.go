@@ -1,7 +1,10 @@
 package provision
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -54,8 +57,30 @@ func fromFwCfg(ctx context.Context, o *Options) (*Found, error) {
 	return &Found{Source: Source{Kind: "fw_cfg", Name: "fw_cfg " + FwCfgName}, Data: b}, nil
 }
 
+// noDowngrade wraps c so that a redirect from https to anything else is
+// refused (the client's own redirect policy still applies).
+func noDowngrade(c *http.Client) *http.Client {
+	cc := *c
+	prev := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirect from %s to %s refused: it leaves https", via[0].URL.Redacted(), req.URL.Redacted())
+		}
+		if prev != nil {
+			return prev(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cc
+}
+
 // fromCmdline fetches cairn.config=URL once the network is online, with
-// bounded retries and doubling backoff.
+// bounded retries and doubling backoff. With cairn.config.sha256=HEX the
+// config must have that hash; over plain http without one, a warning is
+// logged (the config is root-equivalent and http has no integrity).
 func fromCmdline(ctx context.Context, o *Options) (*Found, error) {
 	raw, ok := o.Args[ArgURL]
 	if !ok {
@@ -66,6 +91,15 @@ func fromCmdline(ctx context.Context, o *Options) (*Found, error) {
 		return nil, fmt.Errorf("cmdline %s=%q: not an http:// or https:// URL", ArgURL, raw)
 	}
 	name := "cmdline " + u.Redacted()
+	var pin []byte
+	if h, ok := o.Args[ArgSHA256]; ok {
+		pin, err = hex.DecodeString(h)
+		if err != nil || len(pin) != sha256.Size {
+			return nil, fmt.Errorf("%s: %s=%q is not a hex sha256", name, ArgSHA256, h)
+		}
+	} else if u.Scheme == "http" {
+		o.Logf("warning: %s: plain http without %s: the config is not integrity-protected", name, ArgSHA256)
+	}
 	if o.Online == nil {
 		return nil, fmt.Errorf("%s: no network", name)
 	}
@@ -82,13 +116,17 @@ func fromCmdline(ctx context.Context, o *Options) (*Found, error) {
 			}
 			wait *= 2
 		}
-		b, status, err := get(ctx, o.HTTP, http.MethodGet, u.String(), nil, 10*time.Second)
+		b, status, err := get(ctx, noDowngrade(o.HTTP), http.MethodGet, u.String(), nil, 10*time.Second)
 		switch {
 		case err != nil:
 			last = err
 		case status != http.StatusOK:
 			last = fmt.Errorf("HTTP status %d", status)
 		default:
+			if sum := sha256.Sum256(b); pin != nil && !bytes.Equal(sum[:], pin) {
+				// Not retried: a different config is not a transient failure.
+				return nil, fmt.Errorf("%s: sha256 %x, but %s pins %x; refused", name, sum, ArgSHA256, pin)
+			}
 			return &Found{Source: Source{Kind: "cmdline", Name: name}, Data: b}, nil
 		}
 	}
