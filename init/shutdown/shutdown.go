@@ -82,6 +82,10 @@ type Options struct {
 	Line    func(s string)                   // exact console line
 	Grace   time.Duration                    // SIGTERM -> SIGKILL (default 5 s)
 	Persist func() error                     // flush logs to disk (may be nil)
+	// StopServices, if set, stops the supervised services in order (stop
+	// signal, grace period, SIGKILL) before every other process gets
+	// SIGTERM.
+	StopServices func()
 	// Unmount lists mount points to unmount in order (e.g. /efi, /var); a
 	// busy one is remounted read-only instead.
 	Unmount []string
@@ -103,6 +107,9 @@ func Run(r Request, o Options) error {
 		o.stop = stopAll
 	}
 	o.Logf("%s (%s)", r.Action, r.Reason)
+	if o.StopServices != nil {
+		o.StopServices()
+	}
 	n := o.stop(o.Grace)
 	o.Logf("processes stopped (%d needed SIGKILL)", n)
 	if o.Persist != nil {

@@ -55,12 +55,14 @@ func TestRunOrder(t *testing.T) {
 		Logf:    func(f string, a ...any) { log = append(log, f) },
 		Line:    func(s string) { log = append(log, s) },
 		Persist: func() error { log = append(log, "persist"); return nil },
-		Unmount: []string{t.TempDir()}, // not a mount point: EINVAL, ignored
-		reboot:  func(c int) error { cmds = append(cmds, c); return errors.New("EPERM") },
-		stop:    func(g time.Duration) int { grace = g; log = append(log, "stop"); return 0 },
+		// Services stop (in their order) before everything else.
+		StopServices: func() { log = append(log, "services") },
+		Unmount:      []string{t.TempDir()}, // not a mount point: EINVAL, ignored
+		reboot:       func(c int) error { cmds = append(cmds, c); return errors.New("EPERM") },
+		stop:         func(g time.Duration) int { grace = g; log = append(log, "stop"); return 0 },
 	}
 	err := Run(Request{Action: PowerOff, Reason: "test"}, o)
-	want := []string{"%s (%s)", "stop", "processes stopped (%d needed SIGKILL)", "persist", "cairn: shutdown complete"}
+	want := []string{"%s (%s)", "services", "stop", "processes stopped (%d needed SIGKILL)", "persist", "cairn: shutdown complete"}
 	if err == nil || fmt.Sprint(log) != fmt.Sprint(want) || grace != 5*time.Second {
 		t.Fatalf("log %q err %v grace %v", log, err, grace)
 	}

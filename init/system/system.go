@@ -26,7 +26,6 @@ import (
 	"cairn.dev/cairn/init/logring"
 	"cairn.dev/cairn/init/mount"
 	"cairn.dev/cairn/init/network"
-	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/init/shutdown"
 	"cairn.dev/cairn/os/schema"
 )
@@ -63,13 +62,17 @@ type pid1 struct {
 	net     *network.Manager
 	netStop context.CancelFunc
 	netDone chan struct{}
+	// prov is the machine config's state (provision.go).
+	prov provisionState
+	// svc runs the containers: reaper, supervisor, API (services.go).
+	svc *services
 }
 
 // Main runs the system stage; it never returns.
 func Main() {
 	ring := logring.NewRing(1 << 20)
 	log := logring.NewLogger(os.Stdout, ring, bootinfo.Now)
-	p := &pid1{log: log, logf: log.Func("system"), reqs: make(chan shutdown.Request, 4), modsDone: make(chan struct{})}
+	p := &pid1{log: log, logf: log.Func("system"), reqs: make(chan shutdown.Request, 4), modsDone: make(chan struct{}), svc: newServices()}
 	ctx := context.Background()
 	p.logf("start t=%.3f", bootinfo.Now().Seconds())
 	p.guard("start", func() { p.start(ctx) })
@@ -112,7 +115,7 @@ func (p *pid1) start(ctx context.Context) {
 	if err := mount.Early(); err != nil {
 		p.logf("api mounts: %v", err)
 	}
-	p.goGuard("reaper", func() { reap.Loop(ctx, nil) })
+	p.goGuard("reaper", func() { p.svc.reaper.Loop(ctx) })
 	if err := shutdown.DisableCAD(); err != nil {
 		p.logf("%v", err)
 	}
@@ -143,6 +146,8 @@ func (p *pid1) start(ctx context.Context) {
 		p.logf("os file: %v", err)
 		p.os = &schema.OS{Name: "cairn", Hostname: "cairn"}
 	}
+	// The machine config stored on STATE, merged into p.os (provision.go).
+	p.loadStoredConfig(cmd)
 	p.network = p.os.Network // nil: DHCP on the first ethernet interface
 	version := info.Version
 	if version == "" {
@@ -185,13 +190,12 @@ func (p *pid1) start(ctx context.Context) {
 	p.persist = &logring.Persister{Ring: p.log.Ring(), Path: LogPath, MaxBytes: LogMaxBytes}
 	p.goGuard("log flusher", func() { p.flushLoop(ctx) })
 	p.goGuard("modules", func() { p.loadModules(ctx) })
-	p.startNetwork(ctx)
-	// A later issue gates this on health checks; for now bless right away.
+	p.provision(ctx) // finds and applies the machine config, then starts the network
+	p.startServices(ctx)
+	// Bless now, or let the update agent judge the boot (update.go).
 	p.goGuard("bless", func() {
 		<-p.modsDone
-		if err := p.Bless(ctx); err != nil {
-			p.log.Printf("bootcount", "%v", err)
-		}
+		p.blessOrUpdate(ctx)
 	})
 }
 
@@ -389,7 +393,7 @@ func (p *pid1) kmsg(ctx context.Context) {
 
 // Network returns the network manager (nil if its config was invalid):
 // services and the update agent wait on its Online channel.
-func (p *pid1) Network() *network.Manager { return p.net }
+func (p *pid1) Network() *network.Manager { p.waitProvisioned(); return p.net }
 
 // startNetwork starts the network in the background: it never delays READY.
 // The link appears when virtio_net is loaded (by coldplug, or by the load
@@ -454,8 +458,9 @@ func (p *pid1) stopNetwork(timeout time.Duration) {
 
 func (p *pid1) shutdown(req shutdown.Request) {
 	err := shutdown.Run(req, shutdown.Options{
-		Logf: p.log.Func("shutdown"),
-		Line: p.log.Line,
+		Logf:         p.log.Func("shutdown"),
+		Line:         p.log.Line,
+		StopServices: p.stopServices,
 		// Persist runs once the processes are stopped: release the DHCP
 		// leases there, so that services keep the network while they stop.
 		Persist: func() error {

@@ -1,0 +1,246 @@
+//go:build linux
+
+package system
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"cairn.dev/cairn/init/api"
+	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/init/bootinfo"
+	"cairn.dev/cairn/init/kmod"
+	"cairn.dev/cairn/init/shutdown"
+	"cairn.dev/cairn/init/supervise"
+	"cairn.dev/cairn/runtime/container"
+	"cairn.dev/cairn/runtime/logs"
+	"cairn.dev/cairn/runtime/network"
+)
+
+// Paths of the services.
+const (
+	ContainersState = "/run/cairn/containers"
+	ServicesState   = "/var/lib/cairn/services"
+	VolumesDir      = "/var/lib/cairn/volumes"
+	ServicesLogDir  = "/var/log/services"
+	NotifyDir       = "/run/cairn/notify"
+	NetworkState    = "/var/lib/cairn/network"
+	CgroupParent    = "cairn"
+)
+
+// services is PID 1's part that runs containers: the reaper that leaves
+// PID 1's own children to their owners, the supervisor and the API.
+type services struct {
+	reaper *supervise.Reaper
+	// sv is nil until the supervisor runs.
+	sv atomic.Pointer[supervise.Supervisor]
+	// firstRun logs when the first service runs (boot timing).
+	firstRun sync.Once
+}
+
+func newServices() *services { return &services{reaper: supervise.NewReaper()} }
+
+// startServices runs after READY: the API at once; the supervisor once
+// provisioning has merged the machine config's services and the deferred
+// module loading (overlay, veth, bridge, nf_tables) is done.
+func (p *pid1) startServices(ctx context.Context) {
+	logf := p.log.Func("services")
+	s := p.svc
+	p.goGuard("api", func() {
+		if err := api.Serve(ctx, api.SocketPath, api.Handler(apiBackend{p})); err != nil {
+			logf("%v", err)
+		}
+	})
+	p.goGuard("supervisor", func() {
+		osf := p.ProvisionedOS()
+		if len(osf.Services)+len(osf.Onboot) == 0 {
+			return
+		}
+		rt, err := container.New(container.Options{Root: ContainersState, CgroupParent: CgroupParent, CgroupRoot: "/sys/fs/cgroup"})
+		if err != nil {
+			logf("%v", err)
+			return
+		}
+		sv := supervise.New(supervise.Options{
+			Services: osf.Services, Onboot: osf.Onboot,
+			Runtime: rt, Images: supervise.Baked{Dir: supervise.BakedDir}, Reaper: s.reaper,
+			StateDir: ServicesState, VolumesDir: VolumesDir, LogDir: ServicesLogDir, NotifyDir: NotifyDir,
+			CgroupDir: "/sys/fs/cgroup/" + CgroupParent,
+			Console: func(line string) {
+				p.log.Line("cairn: " + line)
+				if strings.Contains(line, ": running (pid ") {
+					s.firstRun.Do(func() {
+						logf("first service running t=%.3f", bootinfo.Now().Seconds())
+						if p.debug {
+							time.AfterFunc(3*time.Second, func() { logf("debug: %s", memUsed()) })
+						}
+					})
+				}
+			},
+			Logf:  logf,
+			Debug: p.debug,
+		})
+		p.loadRuntimeModules(ctx, logf)
+		// The network manager is made here, not before READY: it touches
+		// /var (leases) and needs the bridge and nf_tables modules.
+		m, err := network.New(network.Config{StateDir: NetworkState})
+		if err != nil {
+			logf("container network: %v (bridge services will fail)", err)
+		} else {
+			// Leases of an earlier boot name containers that are gone.
+			if _, err := m.GC(ctx, nil); err != nil {
+				logf("%v", err)
+			}
+			sv.SetNetwork(m)
+		}
+		s.sv.Store(sv) // visible to the API and the shutdown from here on
+		logf("starting %d services t=%.3f", len(osf.Services), bootinfo.Now().Seconds())
+		sv.Run(ctx)
+	})
+}
+
+// runtimeModules are what containers need: overlay roots, bridge
+// networking, nftables NAT and port rules (images/build loads the same
+// list with the OS file's modules).
+var runtimeModules = []string{"overlay", "veth", "bridge", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_fib_ipv4"}
+
+// loadRuntimeModules returns once the container runtime's modules are
+// loaded: it loads them itself, alongside the deferred module loading and
+// coldplug (loading a live module is a no-op), so that the services need
+// not wait for all of coldplug. On any error it waits for the deferred
+// loading instead.
+func (p *pid1) loadRuntimeModules(ctx context.Context, logf func(string, ...any)) {
+	select {
+	case <-p.modsDone:
+		return
+	default:
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		<-p.modsDone
+		return
+	}
+	ix, err := kmod.LoadIndex(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+	if err != nil {
+		<-p.modsDone
+		return
+	}
+	if _, err := kmod.NewSet(ix, kmod.FinitLoader{}).Load(ctx, runtimeModules); err != nil {
+		logf("runtime modules: %v; waiting for the module loading", err)
+		<-p.modsDone
+	}
+}
+
+// stopServices stops the services in reverse dependency order before the
+// rest of the shutdown.
+func (p *pid1) stopServices() {
+	sv := p.svc.sv.Load()
+	if sv == nil {
+		return
+	}
+	start := time.Now()
+	sv.StopAll(context.Background())
+	p.log.Printf("services", "stopped in %dms", time.Since(start).Milliseconds())
+}
+
+// apiBackend adapts PID 1 to the API.
+type apiBackend struct{ p *pid1 }
+
+func (b apiBackend) sv() (*supervise.Supervisor, error) {
+	sv := b.p.svc.sv.Load()
+	if sv == nil {
+		return nil, fmt.Errorf("no services are running (none configured, or not started yet): %w", supervise.ErrNoService)
+	}
+	return sv, nil
+}
+
+func (b apiBackend) Services() []supervise.Status {
+	if sv, err := b.sv(); err == nil {
+		return sv.Services()
+	}
+	return []supervise.Status{}
+}
+
+func (b apiBackend) Service(name string) (supervise.Status, bool) {
+	if sv, err := b.sv(); err == nil {
+		return sv.Service(name)
+	}
+	return supervise.Status{}, false
+}
+
+func (b apiBackend) Restart(ctx context.Context, name string) error {
+	sv, err := b.sv()
+	if err != nil {
+		return err
+	}
+	return sv.Restart(ctx, name)
+}
+
+func (b apiBackend) Kill(ctx context.Context, name string, sig syscall.Signal) error {
+	sv, err := b.sv()
+	if err != nil {
+		return err
+	}
+	return sv.Kill(ctx, name, sig)
+}
+
+func (b apiBackend) Logs(name string, n int) ([]string, error) {
+	sv, err := b.sv()
+	if err != nil {
+		return nil, err
+	}
+	ents, err := sv.Logs(name, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ents))
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(string(logs.Format(nil, e)), "\n"))
+	}
+	return out, nil
+}
+
+func (b apiBackend) Power(action, reason string) error {
+	r := shutdown.Request{Action: shutdown.PowerOff, Reason: reason}
+	if action == "reboot" {
+		r.Action = shutdown.Reboot
+	}
+	select {
+	case b.p.reqs <- r:
+		return nil
+	default:
+		return fmt.Errorf("a shutdown is already under way")
+	}
+}
+
+// memUsed reports MemTotal - MemAvailable from /proc/meminfo.
+func memUsed() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return fmt.Sprintf("meminfo: %v", err)
+	}
+	var total, avail int64
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			total = n
+		case "MemAvailable:":
+			avail = n
+		}
+	}
+	return fmt.Sprintf("memory used %d MiB (MemTotal %d MiB - MemAvailable %d MiB) t=%.3f", (total-avail)>>10, total>>10, avail>>10, bootinfo.Now().Seconds())
+}

@@ -1,0 +1,105 @@
+// Command svctool is the test program of the services QEMU scenario
+// (qemu-tests/services_test.go), baked as go://./qemu-tests/testdata/svctool:
+//
+//	svctool fetch URL   GET URL until it answers 200 (up to 2 minutes), print the body
+//	svctool alloc MB    allocate and touch MB MiB, then sleep (an OOM kill target)
+//	svctool trap        wait for SIGTERM, print "got SIGTERM", exit 42
+//	svctool forkbomb N  start up to N sleeping children; exit 0 once a fork
+//	                    fails (the pids limit holds), 1 if all N started
+//	svctool sleep       sleep for an hour
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: svctool fetch URL | alloc MB | trap")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "fetch":
+		os.Exit(fetch(os.Args[2]))
+	case "alloc":
+		mb, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		var chunks [][]byte
+		for i := 0; i < mb; i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = byte(j)
+			}
+			chunks = append(chunks, b)
+			fmt.Printf("allocated %d MiB\n", len(chunks))
+		}
+		time.Sleep(time.Hour)
+	case "forkbomb":
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Exit(forkbomb(n))
+	case "sleep":
+		time.Sleep(time.Hour)
+	case "trap":
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGTERM)
+		fmt.Println("waiting for SIGTERM")
+		<-ch
+		fmt.Println("got SIGTERM")
+		os.Exit(42)
+	default:
+		fmt.Fprintf(os.Stderr, "svctool: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func fetch(url string) int {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last error
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			last = err
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			last = fmt.Errorf("status %d", resp.StatusCode)
+			continue
+		}
+		fmt.Printf("fetched %s: %s\n", url, b)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "fetch %s: %v\n", url, last)
+	return 1
+}
+
+// forkbomb starts children until one fails to start.
+func forkbomb(n int) int {
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	for i := 0; i < n; i++ {
+		if _, err := syscall.ForkExec(self, []string{self, "sleep"}, &syscall.ProcAttr{Env: []string{"GOMAXPROCS=1"}}); err != nil {
+			fmt.Printf("fork bomb contained after %d children: %v\n", i, err)
+			return 0
+		}
+	}
+	fmt.Printf("started all %d children: not contained\n", n)
+	return 1
+}
