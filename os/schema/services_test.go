@@ -126,6 +126,8 @@ func TestServiceErrors(t *testing.T) {
 		{"ref without tag", head + "services:\n  s:\n    image: docker.io/library/nginx\n", []string{"services.s.image:"}},
 		{"bad go", head + "services:\n  s:\n    image: go://a//b\n", []string{"services.s.image: \"go://a//b\": go:// takes"}},
 		{"go dotdot inside", head + "services:\n  s:\n    image: go://./a/../b\n", []string{"go:// takes"}},
+		{"go outside the module", head + "services:\n  s:\n    image: go://../x\n", []string{"go:// takes"}},
+		{"go dash", head + "services:\n  s:\n    image: go://./-x\n", []string{"go:// takes"}},
 		{"empty oci", head + "services:\n  s:\n    image: \"oci-layout:\"\n", []string{"needs a path"}},
 		{"go with pull", head + "services:\n  s:\n    image: go://./x\n    pull_policy: always\n", []string{"bad.yaml:6:18: services.s.pull_policy: go: images are made at build time"}},
 		{"bad pull", svc("    pull_policy: sometimes\n"), []string{"services.s.pull_policy: \"sometimes\" is not build, missing or always"}},

@@ -73,7 +73,7 @@ func checkImage(ref string) string {
 	switch kind {
 	case ImageGo:
 		if !validGoPackage(rest) {
-			return fmt.Sprintf("%q: go:// takes a Go package path, such as go://example.com/cmd/x or go://./cmd/x (relative to the Go module holding the OS file)", ref)
+			return fmt.Sprintf("%q: go:// takes a Go package path, such as go://example.com/cmd/x or go://./cmd/x (inside the Go module holding the OS file; no ..)", ref)
 		}
 	case ImageOCILayout, ImageDockerArchive:
 		if rest == "" {
@@ -91,8 +91,9 @@ func checkImage(ref string) string {
 	return ""
 }
 
-// validGoPackage checks the syntax of an import path or of a relative
-// package path starting with "./" or "../".
+// validGoPackage checks the syntax of an import path or of a package path
+// relative to the Go module ("./x"). Like the image builder it refuses ".."
+// (a package outside the module) and elements starting with '-'.
 func validGoPackage(p string) bool {
 	if p == "." {
 		return true
@@ -100,14 +101,9 @@ func validGoPackage(p string) bool {
 	if p == "" || len(p) > 512 {
 		return false
 	}
-	rest, rel := strings.CutPrefix(p, "./")
-	if !rel {
-		for strings.HasPrefix(rest, "../") {
-			rest = rest[3:]
-		}
-	}
+	rest, _ := strings.CutPrefix(p, "./")
 	for _, el := range strings.Split(rest, "/") {
-		if el == "" || el == "." || el == ".." || !allOf(el, func(c byte) bool {
+		if el == "" || el == "." || el == ".." || el[0] == '-' || !allOf(el, func(c byte) bool {
 			return isLetter(c) || isDigit(c) || strings.IndexByte("._~+-", c) >= 0
 		}) {
 			return false
