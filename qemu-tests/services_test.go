@@ -93,9 +93,9 @@ func TestServices(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	img := images.Build(t, servicesOS)
-	const hostPort = 18080
+	const hostPort, victimPort, apiPort = 18080, 18095, 18096
 	vm := harness.Boot(t, harness.Options{Image: img, Direct: true, Mem: "512M", ExtraAppend: os.Getenv("CAIRN_TEST_APPEND"),
-		Ports: []qemu.PortForward{{Host: hostPort, Guest: 8080}}})
+		Ports: []qemu.PortForward{{Host: hostPort, Guest: 8080}, {Host: victimPort, Guest: 9090}, {Host: apiPort, Guest: 9091}}})
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("CAIRN_TEST_CONSOLE") != "" {
 			t.Logf("console:\n%s", vm.Console().Log())
@@ -114,6 +114,30 @@ func TestServices(t *testing.T) {
 	// The crash loop backs off: 200ms, 400ms, 800ms...
 	for _, d := range []string{"200ms (restart 1)", "400ms (restart 2)", "800ms (restart 3)"} {
 		waitConsole(t, vm, "cairn: service crashloop: exited with code 1, restarting in "+d, bootTimeout)
+	}
+	// Killing a service's process with SIGKILL: PID 1 restarts it with
+	// the first backoff step, and it answers again.
+	waitConsole(t, vm, "cairn: service victim: running (pid ", bootTimeout)
+	if body := getPage(t, vm, "http://127.0.0.1:18095/"); body != "victim" {
+		t.Errorf("victim page = %q", body)
+	}
+	waitConsole(t, vm, "cairn: service apikill: running (pid ", bootTimeout)
+	killed := false
+	for deadline := time.Now().Add(bootTimeout); !killed && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		resp, err := http.Post("http://127.0.0.1:18096/kill/victim", "text/plain", nil)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("kill through the API: %s: %s", resp.Status, b)
+		}
+		killed = true
+	}
+	waitConsole(t, vm, "cairn: service victim: exited with code 137 (signal killed), restarting in 200ms (restart 1)", bootTimeout)
+	if body := getPage(t, vm, "http://127.0.0.1:18095/"); body != "victim" {
+		t.Errorf("victim page after the restart = %q", body)
 	}
 	// The unhealthy service and its waiting dependant.
 	waitConsole(t, vm, "cairn: service sick: unhealthy (http check: ", bootTimeout)

@@ -7,11 +7,20 @@
 //	svctool forkbomb N  start up to N sleeping children; exit 0 once a fork
 //	                    fails (the pids limit holds), 1 if all N started
 //	svctool sleep       sleep for an hour
+//	svctool victim ADDR serve HTTP on ADDR: GET / answers "victim"
+//	svctool apikill ADDR SOCK
+//	                    serve HTTP on ADDR: POST /kill/NAME SIGKILLs service
+//	                    NAME's process through PID 1's API socket SOCK (a
+//	                    container process cannot kill its own PID-namespace
+//	                    init, so the kill comes from PID 1, as `kill -9` on
+//	                    the machine would)
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -53,6 +62,10 @@ func main() {
 		os.Exit(forkbomb(n))
 	case "sleep":
 		time.Sleep(time.Hour)
+	case "victim":
+		os.Exit(victim(os.Args[2]))
+	case "apikill":
+		os.Exit(apikill(os.Args[2], os.Args[3]))
 	case "trap":
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGTERM)
@@ -101,5 +114,39 @@ func forkbomb(n int) int {
 		}
 	}
 	fmt.Printf("started all %d children: not contained\n", n)
+	return 1
+}
+
+// victim serves HTTP on addr until its process is killed.
+func victim(addr string) int {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "victim") })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintln(os.Stderr, srv.ListenAndServe())
+	return 1
+}
+
+// apikill serves HTTP on addr: POST /kill/NAME asks PID 1's API, whose
+// socket is bind-mounted at sock, to SIGKILL service NAME's process.
+func apikill(addr, sock string) int {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /kill/{name}", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := client.Post("http://cairn/v1/services/"+r.PathValue("name")+"/kill?signal=KILL", "text/plain", nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintln(os.Stderr, srv.ListenAndServe())
 	return 1
 }
