@@ -68,12 +68,21 @@ func (sv *Supervisor) runOnce(ctx context.Context, s *service) runResult {
 		}
 		s.log = lg
 	}
+	var img *Image
+	if runTimePull(s.def.PullPolicy) {
+		// Outside the start semaphore: a pull may wait for the network.
+		var err error
+		if img, err = sv.pullImage(ctx, s, "service "+s.name, &s.def); err != nil {
+			return runResult{err: err}
+		}
+		sv.update(s, func(st *Status) { st.State, st.Message = StateStarting, "" })
+	}
 	select {
 	case sv.starts <- struct{}{}:
 	case <-ctx.Done():
 		return runResult{err: ctx.Err()}
 	}
-	inst, err := sv.start(ctx, s.name, &s.def, s.log, func(msg notifyMsg) { sv.onNotify(s, msg) })
+	inst, err := sv.start(ctx, s.name, &s.def, img, s.log, func(msg notifyMsg) { sv.onNotify(s, msg) })
 	<-sv.starts
 	if err != nil {
 		return runResult{err: err}
@@ -164,12 +173,13 @@ func (sv *Supervisor) Logs(name string, n int) ([]logs.Entry, error) {
 }
 
 // start sets up and starts one container: image, overlay root, network,
-// generated /etc files, notify socket, spec, create and start.
-func (sv *Supervisor) start(ctx context.Context, id string, def *schema.Service, lg *logs.Log, onNotify func(notifyMsg)) (inst *instance, err error) {
-	if def.PullPolicy == "always" || def.PullPolicy == "missing" {
-		return nil, fmt.Errorf("image %q: pull_policy %s: run-time pulls are not supported by PID 1 yet (bake the image: pull_policy build)", def.Image, def.PullPolicy)
+// generated /etc files, notify socket, spec, create and start. img is the
+// image pulled at run time, or nil for a baked image (sv.o.Images).
+func (sv *Supervisor) start(ctx context.Context, id string, def *schema.Service, img *Image, lg *logs.Log, onNotify func(notifyMsg)) (inst *instance, err error) {
+	if img == nil && runTimePull(def.PullPolicy) {
+		return nil, fmt.Errorf("image %q: pull_policy %s: not pulled", def.Image, def.PullPolicy)
 	}
-	if sv.o.Images == nil {
+	if img == nil && sv.o.Images == nil {
 		return nil, errors.New("no image resolver")
 	}
 	t0 := time.Now()
@@ -184,9 +194,10 @@ func (sv *Supervisor) start(ctx context.Context, id string, def *schema.Service,
 			sv.o.Logf("service %s: started in %dms (at: %s)", id, time.Since(t0).Milliseconds(), strings.Join(steps, ", "))
 		}
 	}()
-	img, err := sv.o.Images.Resolve(def.Image)
-	if err != nil {
-		return nil, err
+	if img == nil {
+		if img, err = sv.o.Images.Resolve(def.Image); err != nil {
+			return nil, err
+		}
 	}
 	step("image")
 	mode := network.ModeBridge
@@ -489,8 +500,15 @@ func (sv *Supervisor) runOnboot(ctx context.Context, ob *schema.Onboot) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var img *Image
+	if runTimePull(def.PullPolicy) {
+		if img, err = sv.pullImage(tctx, nil, "onboot "+name, &def); err != nil {
+			sv.console("onboot %s: failed to pull %s: %v", name, def.Image, err)
+			return
+		}
+	}
 	sv.console("onboot %s: starting", name)
-	inst, err := sv.start(tctx, id, &def, lg, nil)
+	inst, err := sv.start(tctx, id, &def, img, lg, nil)
 	if err != nil {
 		sv.console("onboot %s: failed to start: %v", name, err)
 		return

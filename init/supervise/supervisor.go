@@ -2,9 +2,9 @@
 
 // Package supervise is the service supervisor of PID 1: it runs the OS
 // file's onboot containers in order, then every service as a container,
-// each under its own state machine (waiting for dependencies, starting,
-// running, exited, backoff, stopped, failed; health none, starting,
-// healthy, unhealthy), restarts them by policy with capped exponential
+// each under its own state machine (waiting for dependencies, pulling a
+// run-time image, starting, running, exited, backoff, stopped, failed;
+// health none, starting, healthy, unhealthy), restarts them by policy with capped exponential
 // backoff, checks their health from inside their network namespace, and
 // stops them in reverse dependency order.
 package supervise
@@ -92,6 +92,12 @@ type Options struct {
 	CgroupDir string
 	// Debug logs how long each step of a container start took.
 	Debug bool
+	// Puller fetches the images of services with pull_policy missing or
+	// always (default: a ToolPuller running ToolBinary on ImageStore with
+	// DockerConfigDir's credentials); PullBackoffMin is the first delay
+	// between failed pull attempts (default 1s, doubling up to BackoffMax).
+	Puller         Puller
+	PullBackoffMin time.Duration
 	// ParallelStarts bounds the container starts under way at once
 	// (default 2): a start is CPU-bound (the stage re-executes PID 1's
 	// binary), and on a small machine starting everything at once makes
@@ -158,6 +164,12 @@ func New(o Options) *Supervisor {
 	}
 	if o.ParallelStarts <= 0 {
 		o.ParallelStarts = 2
+	}
+	if o.Puller == nil {
+		o.Puller = &ToolPuller{Binary: ToolBinary, Store: ImageStore, DockerConfig: DockerConfigDir, Reaper: o.Reaper}
+	}
+	if o.PullBackoffMin <= 0 {
+		o.PullBackoffMin = time.Second
 	}
 	sv := &Supervisor{o: o, services: map[string]*service{}, changed: make(chan struct{}), starts: make(chan struct{}, o.ParallelStarts)}
 	now := time.Now()

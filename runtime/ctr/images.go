@@ -66,7 +66,10 @@ func ImagesMain(args []string) int {
 }
 
 const imagesUsage = `usage: cairn-init images [--root DIR] COMMAND
-  pull REF                 fetch an image (tag or digest) from its registry
+  pull [--json] [--if-missing] REF
+                           fetch an image (tag or digest) from its registry; --if-missing:
+                           only if the store lacks it; --json: print what inspect prints
+  inspect [--json] REF     print a stored image's config and layer directories (JSON)
   load PATH [--name REF]   add the images of an OCI layout directory or a docker-save archive
   ls                       list named images (name, digest, size)
   tag SRC DST              name an image
@@ -79,7 +82,10 @@ func imagesMain(ctx context.Context, args []string, io stdio) int {
 	root := DefaultImageRoot
 	containers := DefaultContainerRoot
 	name := ""
+	var jsonOut, ifMissing bool
 	fs := newFlagSet("images")
+	fs.BoolVar(&jsonOut, "json", false, "")
+	fs.BoolVar(&ifMissing, "if-missing", false, "")
 	fs.StringVar(&root, "root", root, "")
 	fs.StringVar(&containers, "containers", containers, "")
 	fs.StringVar(&name, "name", "", "")
@@ -92,16 +98,16 @@ func imagesMain(ctx context.Context, args []string, io stdio) int {
 		fmt.Fprintf(io.err, "cairn-init images: %v\n%s", err, imagesUsage)
 		return 2
 	}
-	if err := imagesCmd(ctx, root, containers, name, pos, io); err != nil {
+	if err := imagesCmd(ctx, root, containers, name, jsonOut, ifMissing, pos, io); err != nil {
 		fmt.Fprintf(io.err, "cairn-init images: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func imagesCmd(ctx context.Context, root, containers, name string, pos []string, io stdio) error {
+func imagesCmd(ctx context.Context, root, containers, name string, jsonOut, ifMissing bool, pos []string, io stdio) error {
 	cmd, pos := pos[0], pos[1:]
-	want := map[string][2]int{"pull": {1, 1}, "load": {1, 1}, "ls": {0, 0}, "list": {0, 0}, "tag": {2, 2}, "rm": {1, 1 << 20}, "gc": {0, 0}}
+	want := map[string][2]int{"pull": {1, 1}, "inspect": {1, 1}, "load": {1, 1}, "ls": {0, 0}, "list": {0, 0}, "tag": {2, 2}, "rm": {1, 1 << 20}, "gc": {0, 0}}
 	n, ok := want[cmd]
 	if !ok {
 		return fmt.Errorf("unknown command %q\n%s", cmd, imagesUsage)
@@ -112,12 +118,35 @@ func imagesCmd(ctx context.Context, root, containers, name string, pos []string,
 	if name != "" && cmd != "load" {
 		return fmt.Errorf("%s: --name is only for load", cmd)
 	}
+	if jsonOut && cmd != "pull" && cmd != "inspect" {
+		return fmt.Errorf("%s: --json is only for pull and inspect", cmd)
+	}
+	if ifMissing && cmd != "pull" {
+		return fmt.Errorf("%s: --if-missing is only for pull", cmd)
+	}
 	st, err := image.Open(root)
 	if err != nil {
 		return err
 	}
 	switch cmd {
+	case "inspect":
+		info, err := imageInfo(ctx, st, pos[0])
+		if err != nil {
+			return err
+		}
+		return printJSON(io.out, info)
 	case "pull":
+		if jsonOut || ifMissing {
+			info, err := pullInfo(ctx, st, pos[0], ifMissing)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return printJSON(io.out, info)
+			}
+			fmt.Fprintf(io.out, "%s %s\n", info.Name, info.Digest)
+			return nil
+		}
 		img, err := st.Pull(ctx, pos[0])
 		if err != nil {
 			return err
