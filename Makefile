@@ -13,13 +13,14 @@ NAME       := $(basename $(notdir $(OS_FILE)))
 DEB_PKGS   := qemu-system-x86 qemu-utils ovmf apt gdisk dosfstools mtools e2fsprogs \
               erofs-utils cryptsetup-bin cpio zstd kmod binutils git ca-certificates \
               busybox-static etcd-server dnsmasq-base
-# The benchmarks' peers: Debian's runc and crun, and GNU time for peak RSS.
-BENCH_PKGS := runc crun time
+# The benchmarks' peers: Debian's runc and crun, GNU time for peak RSS, and
+# debootstrap for the systemd + podman peer image (bench/peer).
+BENCH_PKGS := runc crun time debootstrap
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps bench-deps build image run test unit qemu-test lint fmt bench bench-runtime clean
+.PHONY: all deps bench-deps build image run test unit qemu-test lint fmt bench bench-boot bench-side bench-peer bench-runtime clean
 
 all: build
 
@@ -89,9 +90,32 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: bench-deps build
-	$(GO) run ./bench/boot -n 5 -os $(OS_FILE) -out $(OUT)
-	$(MAKE) bench-runtime
+# bench = Cairn's own boot timings (bench/boot), then Cairn side by side with
+# a Debian 12 + systemd + podman peer (bench/side; it builds the peer once,
+# cached under ~/.cache/cairn/peer, and runs the runtime and update
+# benchmarks too). Results go to bench/results/ and docs/performance.md.
+BENCH_N ?= 5
+BENCH_WEB_OS ?= os/examples/web.yaml
+bench: bench-boot bench-side
+
+bench-boot: bench-deps build
+	@mkdir -p bench/results
+	$(GO) run ./bench/boot -n $(BENCH_N) -os $(OS_FILE) -out $(OUT) -json bench/results/boot-$$(date -u +%F).json
+
+# The peer image alone (debootstrap, needs root; minutes the first time).
+bench-peer: bench-deps build
+	@mkdir -p $(OUT)
+	$(GO) build $(GOFLAGS_BUILD) -o $(OUT)/bench-side ./bench/side
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO $(OUT)/bench-side -peer-only
+
+bench-side: bench-deps build
+	@mkdir -p $(OUT)
+	$(GO) build $(GOFLAGS_BUILD) -o $(OUT)/bench-side ./bench/side
+	$(GO) build $(GOFLAGS_BUILD) -o $(OUT)/bench-runtime ./bench/runtime
+	$(GO) build $(GOFLAGS_BUILD) -o $(OUT)/bench-update ./bench/update
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO $(OUT)/bench-side -n $(BENCH_N) -os $(BENCH_WEB_OS) -out $(OUT)/bench-side.d \
+	        -runtime-bin $(OUT)/bench-runtime -runtime-n $(BENCH_RUNTIME_N) -update $(OUT)/bench-update
 
 # Container start→exit of Cairn's runtime against runc and crun (needs root:
 # namespaces, mounts, cgroups). Run from the repository root so the bench

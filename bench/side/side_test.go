@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseEarly(t *testing.T) {
+	tests := []struct {
+		line string
+		want float64
+		ok   bool
+	}{
+		{"cairn: early: start t=1.648", 1.648, true},
+		{"[    2.1] peer: early: start t=2.31", 2.31, true},
+		{"peer: early: start t=", 0, false},
+		{"peer: early: start t=-1", 0, false},
+		{"peer: early: start t=9999999", 0, false},
+		{"other: early: start t=1", 0, false},
+	}
+	for _, tc := range tests {
+		got, ok := parseEarly(tc.line)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("parseEarly(%q) = %v, %v; want %v, %v", tc.line, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+const meminfo = `MemTotal:         485432 kB
+MemFree:          300000 kB
+MemAvailable:     400000 kB
+Buffers:            1000 kB
+`
+
+func TestParseMeminfo(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         string
+		total, avl float64
+		wantErr    string
+	}{
+		{"ok", meminfo, 485432, 400000, ""},
+		{"missing", "MemTotal: 1 kB\n", 0, 0, "missing"},
+		{"unit", "MemTotal: 1 MB\nMemAvailable: 1 kB\n", 0, 0, "meminfo line 1: field MemTotal"},
+		{"number", "MemTotal: 1 kB\nMemAvailable: x kB\n", 0, 0, "meminfo line 2: field MemAvailable"},
+		{"negative", "MemTotal: -1 kB\nMemAvailable: 1 kB\n", 0, 0, "line 1"},
+		{"avail > total", "MemTotal: 1 kB\nMemAvailable: 2 kB\n", 0, 0, "> MemTotal"},
+		{"html", "<html>404</html>", 0, 0, "missing"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fields := map[string]float64{}
+			tot, avl, err := ParseMeminfo(strings.NewReader(tc.in), fields)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || tot != tc.total || avl != tc.avl {
+				t.Fatalf("got %v %v %v", tot, avl, err)
+			}
+			if fields["MemFree"] != 300000 || fields["Buffers"] != 1000 || len(fields) != 2 {
+				t.Fatalf("breakdown %v", fields)
+			}
+		})
+	}
+}
+
+func FuzzParseMeminfo(f *testing.F) {
+	f.Add([]byte(meminfo))
+	f.Add([]byte("MemTotal: 18446744073709551615 kB\nMemAvailable: 0 kB\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tot, avl, err := ParseMeminfo(bytes.NewReader(b), map[string]float64{})
+		if err == nil && (avl > tot || tot < 0 || avl < 0) {
+			t.Fatalf("accepted total %v avail %v", tot, avl)
+		}
+	})
+}
+
+func TestStatAndRatios(t *testing.T) {
+	if s := stat([]float64{5, 1, 3, 2}); s.Median != 2.5 || s.Min != 1 || s.Max != 5 || s.N != 4 {
+		t.Fatalf("stat even: %+v", s)
+	}
+	if s := stat([]float64{5, 1, 3}); s.Median != 3 {
+		t.Fatalf("stat odd: %+v", s)
+	}
+	samples := []Sample{
+		{System: "c", WallToHTTP: 1000, KernelShare: 400, WallExKernel: 600, MemUsedKiB: 20 << 10, Meminfo: map[string]float64{"AnonPages": 1024}},
+		{System: "c", Error: "boom"},
+		{System: "p", WallToHTTP: 5000, KernelShare: 600, WallExKernel: 4400, MemUsedKiB: 100 << 10},
+		{System: "p", WallToHTTP: 6000, KernelShare: 600, WallExKernel: 5400, MemError: "404"},
+	}
+	c := System{Name: "c", Summary: summarise(samples, "c"), ImageZstd: 10 << 20}
+	p := System{Name: "p", Summary: summarise(samples, "p"), ImageZstd: 100 << 20}
+	if c.Summary.Failed != 1 || p.Summary.MemUsedKiB.N != 1 || p.Summary.WallToHTTP.N != 2 {
+		t.Fatalf("summaries %+v %+v", c.Summary, p.Summary)
+	}
+	byFig := map[string]Ratio{}
+	for _, r := range ratios(c, p) {
+		byFig[r.Figure] = r
+	}
+	ex := byFig["… without the kernel's share (median)"]
+	if ex.Ratio != 600.0/4900 || ex.Met == nil || !*ex.Met {
+		t.Fatalf("boot ratio %+v", ex)
+	}
+	mem := byFig["memory in use when the service answers (median)"]
+	if mem.Ratio != 0.2 || !*mem.Met {
+		t.Fatalf("mem ratio %+v", mem)
+	}
+	z := byFig["disk image, zstd -3"]
+	if z.Ratio != 0.1 || !*z.Met {
+		t.Fatalf("zstd ratio %+v", z)
+	}
+	root := byFig["root file system"]
+	if root.Ratio != 0 || root.Met != nil {
+		t.Fatalf("root ratio without data %+v", root)
+	}
+	var md bytes.Buffer
+	writeMarkdown(&md, &Report{Cairn: c, Peer: p, Ratios: ratios(c, p), Samples: samples}, 0)
+	for _, want := range []string{"| AnonPages | 1.0 MiB | – |", "| disk image, zstd -3 | 10.0 MiB | 100.0 MiB | 0.100 | ≤ 0.20 (met) |", "| c | failed boots | 1 |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+func TestUpdateDocs(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "perf.md")
+	if err := os.WriteFile(p, []byte("# Performance\n\ntext\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, md := range []string{"## first\n", "## second\n"} {
+		if err := updateDocs(p, Report{Date: "2026-01-0" + string(rune('1'+i))}, md); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(p)
+	s := string(b)
+	if strings.Count(s, docsBegin) != 1 || strings.Contains(s, "first") || !strings.Contains(s, "### second") || !strings.HasPrefix(s, "# Performance\n\ntext\n") {
+		t.Fatalf("docs:\n%s", s)
+	}
+}
+
+func TestWithProbe(t *testing.T) {
+	src := []byte("name: web\n# c\nservices:\n  web:\n    image: go://./os/examples/hello-web\n")
+	out, err := withProbe(src, "w.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"name: web", "image: go://./os/examples/hello-web", "meminfo:", "image: go://./bench/side/meminfo", "- /meminfo", "- 8081:8081"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := withProbe([]byte("name: x\n"), "w.yaml"); err != nil || !strings.Contains(string(out), "meminfo:") {
+		t.Errorf("no services: %v\n%s", err, out)
+	}
+	for _, tc := range []struct{ in, wantErr string }{
+		{"services: [1]\n", "w.yaml:1: field services"},
+		{"- a\n", "want a mapping"},
+		{"services:\n  meminfo: {}\n", "w.yaml:2: services.meminfo: already defined"},
+		{"a: [\n", "w.yaml"},
+	} {
+		if _, err := withProbe([]byte(tc.in), "w.yaml"); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%q: error %v, want %q", tc.in, err, tc.wantErr)
+		}
+	}
+}
+
+func TestStripJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		"\n## T\n\n| a |\n\n```json\n{}\n```\n": "#### T\n\n| a |",
+		"\n| x |\n\n{\n \"a\": 1\n}\n":          "| x |",
+		"\nplain\n":                             "plain",
+	} {
+		if got := stripJSON(in); got != want {
+			t.Errorf("stripJSON(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
