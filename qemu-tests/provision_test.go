@@ -4,22 +4,35 @@ import (
 	"strings"
 	"testing"
 
+	"cairn.dev/cairn/qemu"
 	"cairn.dev/cairn/qemu-tests/harness"
 )
 
 // TestProvisionFwCfg boots the web image with a machine config in fw_cfg:
 // PID 1 accepts it, stores it on STATE, changes the host name and hands a
-// second service to the supervisor. After a clean power-off, the next boot
-// uses the stored config (and sees that fw_cfg still holds the same one).
+// second service to the supervisor, which runs it on this first boot.
+// After a clean power-off, the next boot uses the stored config (and sees
+// that fw_cfg still holds the same one) and runs the service again.
 func TestProvisionFwCfg(t *testing.T) {
 	t.Parallel()
 	harness.RequireQEMU(t)
 	img := images.Build(t, webOS)
-	vm := harness.Boot(t, harness.Options{Image: img, Direct: true, FwCfgFile: "testdata/provision/machine.yaml"})
+	vm := harness.Boot(t, harness.Options{Image: img, Direct: true, FwCfgFile: "testdata/provision/machine.yaml",
+		Ports: []qemu.PortForward{{Host: 18091, Guest: 8081}}})
 	vm.ExpectRegexp(t, readyRe, bootTimeout)
 	vm.Expect(t, "cairn: config: accepted the config from fw_cfg opt/dev.cairn/config (sha256 ", bootTimeout)
 	vm.Expect(t, "cairn: config: hostname is now prov-test", bootTimeout)
 	vm.Expect(t, "cairn: config: 1 service(s) from the config: web2", bootTimeout)
+	// The supervisor takes the config's service on the first boot too.
+	waitConsole(t, vm, "cairn: services: starting 2 services", bootTimeout)
+	waitConsole(t, vm, "cairn: service web2: running (pid ", bootTimeout)
+	// Its command is the arguments of the image's entrypoint: it listens
+	// where -listen says, and its published port reaches it.
+	if body := getPage(t, vm, "http://127.0.0.1:18091/"); body != "hello from web2\n" {
+		t.Errorf("web2 page = %q, want %q", body, "hello from web2\n")
+	}
+	// Power off once web is up too (its SIGTERM handler installed).
+	waitConsole(t, vm, "cairn: service web: healthy", bootTimeout)
 	vm.Powerdown(t)
 	vm.Expect(t, "cairn: shutdown complete", shutdownTimeout)
 	if err := vm.WaitExit(t, shutdownTimeout); err != nil {
@@ -33,6 +46,7 @@ func TestProvisionFwCfg(t *testing.T) {
 	waitConsole(t, vm, "cairn: services: starting 2 services", bootTimeout)
 	waitConsole(t, vm, "cairn: config: using the stored config (from fw_cfg opt/dev.cairn/config, sha256 ", bootTimeout)
 	waitConsole(t, vm, "cairn: config: fw_cfg opt/dev.cairn/config matches the stored config", bootTimeout)
+	waitConsole(t, vm, "cairn: service web2: running (pid ", bootTimeout)
 }
 
 // TestProvisionInvalid passes a machine config whose service uses an image

@@ -61,7 +61,17 @@ func (p *pid1) provisionOptions() provision.Options {
 			_, err := p.prov.base.Merge(m)
 			return err
 		},
-		LoadFwCfg: func(ctx context.Context) error { return p.LoadModules(ctx, "qemu_fw_cfg") },
+		// qemu_fw_cfg alone, not after all of the deferred module loading
+		// and coldplug: the services wait for provisioning.
+		LoadFwCfg: func(ctx context.Context) error {
+			start := time.Now()
+			if err := p.loadModulesNow(ctx, "qemu_fw_cfg"); err != nil {
+				logf("%v; waiting for the module loading", err)
+				return p.LoadModules(ctx, "qemu_fw_cfg")
+			}
+			p.debugf("qemu_fw_cfg loaded in %v", time.Since(start).Round(time.Millisecond))
+			return nil
+		},
 		Online: func(ctx context.Context) error {
 			if !p.prov.netStarted {
 				p.prov.netStarted = true

@@ -45,13 +45,33 @@ type services struct {
 	sv atomic.Pointer[supervise.Supervisor]
 	// firstRun logs when the first service runs (boot timing).
 	firstRun sync.Once
+	// modSet is the root's module set, made once: the deferred module
+	// loading and the modules loaded ahead of it (loadModulesNow) share it,
+	// so that a module is never loaded twice at the same time.
+	modSet func() (*kmod.Set, error)
 }
 
-func newServices() *services { return &services{reaper: supervise.NewReaper()} }
+func newServices() *services {
+	return &services{reaper: supervise.NewReaper(), modSet: sync.OnceValues(func() (*kmod.Set, error) {
+		var uts unix.Utsname
+		if err := unix.Uname(&uts); err != nil {
+			return nil, fmt.Errorf("uname: %w", err)
+		}
+		ix, err := kmod.LoadIndex(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
+		if err != nil {
+			return nil, err
+		}
+		set := kmod.NewSet(ix, kmod.FinitLoader{})
+		set.SetClock(bootinfo.Now)
+		return set, nil
+	})}
+}
 
 // startServices runs after READY: the API at once; the supervisor once
-// provisioning has merged the machine config's services and the deferred
-// module loading (overlay, veth, bridge, nf_tables) is done.
+// provisioning has merged the machine config's services (a config found
+// after READY, in fw_cfg on the first boot, included) and the container
+// runtime's modules (overlay, veth, bridge, nf_tables) are loaded. The
+// modules load while provisioning runs.
 func (p *pid1) startServices(ctx context.Context) {
 	logf := p.log.Func("services")
 	s := p.svc
@@ -61,7 +81,22 @@ func (p *pid1) startServices(ctx context.Context) {
 		}
 	})
 	p.goGuard("supervisor", func() {
+		// The runtime's modules load while provisioning looks for a config
+		// only if the image has services: else they wait for one.
+		early := len(p.os.Services)+len(p.os.Onboot) > 0
+		modsLoaded := make(chan struct{})
+		if early {
+			p.goGuard("runtime modules", func() {
+				defer close(modsLoaded)
+				p.loadRuntimeModules(ctx, logf)
+			})
+		} else {
+			close(modsLoaded)
+		}
+		// The services of the image and of the machine config, whenever
+		// it was found (bounded by provisionTimeout).
 		osf := p.ProvisionedOS()
+		<-modsLoaded
 		if len(osf.Services)+len(osf.Onboot) == 0 {
 			return
 		}
@@ -89,7 +124,9 @@ func (p *pid1) startServices(ctx context.Context) {
 			Logf:  logf,
 			Debug: p.debug,
 		})
-		p.loadRuntimeModules(ctx, logf)
+		if !early { // only the machine config has services
+			p.loadRuntimeModules(ctx, logf)
+		}
 		// The network manager is made here, not before READY: it touches
 		// /var (leases) and needs the bridge and nf_tables modules.
 		m, err := network.New(network.Config{StateDir: NetworkState})
@@ -124,20 +161,24 @@ func (p *pid1) loadRuntimeModules(ctx context.Context, logf func(string, ...any)
 		return
 	default:
 	}
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		<-p.modsDone
-		return
-	}
-	ix, err := kmod.LoadIndex(filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:])))
-	if err != nil {
-		<-p.modsDone
-		return
-	}
-	if _, err := kmod.NewSet(ix, kmod.FinitLoader{}).Load(ctx, runtimeModules); err != nil {
+	if err := p.loadModulesNow(ctx, runtimeModules...); err != nil {
 		logf("runtime modules: %v; waiting for the module loading", err)
 		<-p.modsDone
 	}
+}
+
+// loadModulesNow loads modules without waiting for the deferred module
+// loading and coldplug, through the same module set (a module they load
+// too is loaded once).
+func (p *pid1) loadModulesNow(ctx context.Context, names ...string) error {
+	set, err := p.svc.modSet()
+	if err != nil {
+		return fmt.Errorf("modules: %w", err)
+	}
+	if _, err := set.Load(ctx, names); err != nil {
+		return fmt.Errorf("load %s: %w", strings.Join(names, ", "), err)
+	}
+	return nil
 }
 
 // stopServices stops the services in reverse dependency order before the

@@ -268,13 +268,12 @@ func (p *pid1) loadModules(ctx context.Context) {
 		return
 	}
 	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
-	ix, err := kmod.LoadIndex(dir)
+	set, err := p.svc.modSet() // shared with the modules loaded ahead (services.go)
 	if err != nil {
 		p.logf("modules: %v", err)
 		return
 	}
-	p.modules = kmod.NewSet(ix, kmod.FinitLoader{})
-	p.modules.SetClock(bootinfo.Now)
+	p.modules = set
 
 	// The power key first, so that a press soon after READY is not lost:
 	// the ACPI button driver and evdev, then the watcher (which rescans for

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -88,9 +89,9 @@ func (p *pid1) superviseAgent(ctx context.Context) {
 }
 
 // runAgent runs the agent once, copying its output into the log, and
-// returns when it exits. PID 1's reaper may collect the process before
-// Wait does: the end of its output is what says it exited, and its exit
-// status is reported when Wait still gets it.
+// returns its exit status when it exits. It is started and waited for
+// through the services' reaper, so PID 1's reaping of orphans leaves it to
+// Wait.
 func (p *pid1) runAgent(ctx context.Context) error {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -100,7 +101,7 @@ func (p *pid1) runAgent(ctx context.Context) error {
 	cmd := exec.Command(AgentBinary, "update-agent")
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/sbin")
-	err = cmd.Start()
+	err = p.svc.reaper.StartCmd(cmd)
 	w.Close()
 	if err != nil {
 		return fmt.Errorf("start %s update-agent: %w", AgentBinary, err)
@@ -114,15 +115,12 @@ func (p *pid1) runAgent(ctx context.Context) error {
 		}
 		p.log.Line(line)
 	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return errors.New("exit status 0")
-	case errors.As(err, &ee):
-		return err
-	case strings.Contains(err.Error(), "no child processes"):
-		return fmt.Errorf("pid %d ended", cmd.Process.Pid)
+	if err := sc.Err(); err != nil {
+		p.log.Printf("update", "agent output: %v; discarding the rest", err)
+		_, _ = io.Copy(io.Discard, r) // the agent must not block on a full pipe
 	}
-	return err
+	if err := p.svc.reaper.WaitCmd(cmd); err != nil {
+		return fmt.Errorf("%s update-agent (pid %d): %w", AgentBinary, cmd.Process.Pid, err)
+	}
+	return errors.New("exit status 0")
 }
