@@ -1,9 +1,12 @@
-# Cairn: `make run` builds the hello image and boots it; `make test` runs every test.
+# Cairn: `make run` builds the web example and boots it (its page on
+# http://127.0.0.1:8080/); `make test` runs every test.
 # Both install what is missing first (Debian packages via apt-get, Go modules via the proxy).
 
 SHELL      := /bin/bash
 GO         ?= go
-OS_FILE    ?= os/examples/hello.yaml
+OS_FILE    ?= os/examples/web.yaml
+# Host port forwarded to the guest's 8080 by `make run`.
+RUN_PORT   ?= 8080
 OUT        ?= out
 NAME       := $(basename $(notdir $(OS_FILE)))
 # Debian packages: QEMU and OVMF to boot; apt to fetch the kernel; busybox-static
@@ -72,7 +75,7 @@ image: deps build
 	bin/cairn build -o $(OUT) $(OS_FILE)
 
 run: image
-	bin/cairn run $(OUT)/$(NAME).img
+	bin/cairn run --port $(RUN_PORT):8080 $(OUT)/$(NAME).img
 
 # test = lint + unit tests + QEMU scenarios (qemu-tests/ builds its own images with bin/cairn).
 test: deps build lint
@@ -95,12 +98,13 @@ lint:
 # cached under ~/.cache/cairn/peer, and runs the runtime and update
 # benchmarks too). Results go to bench/results/ and docs/performance.md.
 BENCH_N ?= 5
+BENCH_BOOT_OS ?= os/examples/hello.yaml
 BENCH_WEB_OS ?= os/examples/web.yaml
 bench: bench-boot bench-side
 
 bench-boot: bench-deps build
 	@mkdir -p bench/results
-	$(GO) run ./bench/boot -n $(BENCH_N) -os $(OS_FILE) -out $(OUT) -json bench/results/boot-$$(date -u +%F).json
+	$(GO) run ./bench/boot -n $(BENCH_N) -os $(BENCH_BOOT_OS) -out $(OUT) -json bench/results/boot-$$(date -u +%F).json
 
 # The peer image alone (debootstrap, needs root; minutes the first time).
 bench-peer: bench-deps build
