@@ -174,6 +174,20 @@ func (sv *Supervisor) pullImage(ctx context.Context, s *service, who string, def
 		return nil, fmt.Errorf("image %q: pull_policy %s: no puller", def.Image, def.PullPolicy)
 	}
 	always := def.PullPolicy == schema.PullAlways
+	if sv.o.Online != nil {
+		select {
+		case <-sv.o.Online:
+		default:
+			if s != nil {
+				sv.update(s, func(st *Status) { st.State, st.PID, st.Message = StatePulling, 0, "waiting for the network to be online" })
+			}
+			select {
+			case <-sv.o.Online:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if s != nil {
 			sv.update(s, func(st *Status) {

@@ -103,6 +103,10 @@ type Options struct {
 	// binary), and on a small machine starting everything at once makes
 	// the first service wait for all the others.
 	ParallelStarts int
+	// Online is closed once the machine's network is online; services
+	// with wait_for_network wait for it, and so do run-time pulls. Nil
+	// counts as online.
+	Online <-chan struct{}
 }
 
 // Supervisor runs services. Its methods are safe for concurrent use.
@@ -319,6 +323,13 @@ func (sv *Supervisor) console(format string, args ...any) {
 
 // depsMet reports whether s's dependencies are satisfied, and if not, why.
 func (sv *Supervisor) depsMet(s *service) (bool, string, <-chan struct{}) {
+	if s.def.WaitForNetwork && sv.o.Online != nil {
+		select {
+		case <-sv.o.Online:
+		default:
+			return false, "waiting for the network to be online", sv.o.Online
+		}
+	}
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
 	for _, dep := range slices.Sorted(maps.Keys(s.def.DependsOn)) {

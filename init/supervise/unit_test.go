@@ -186,6 +186,30 @@ func TestDepsMet(t *testing.T) {
 	}
 }
 
+func TestWaitForNetwork(t *testing.T) {
+	online := make(chan struct{})
+	sv := New(Options{Online: online, Services: map[string]schema.Service{
+		"net":   {WaitForNetwork: true},
+		"local": {},
+	}})
+	ok, why, ch := sv.depsMet(sv.services["net"])
+	if ok || !strings.Contains(why, "network to be online") || ch == nil {
+		t.Fatalf("before online: ok %v why %q ch %v", ok, why, ch)
+	}
+	if ok, why, _ := sv.depsMet(sv.services["local"]); !ok {
+		t.Fatalf("a service without wait_for_network waits: %s", why)
+	}
+	close(online)
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the channel returned to wait on did not close when the network came online")
+	}
+	if ok, why, _ := sv.depsMet(sv.services["net"]); !ok {
+		t.Fatalf("after online: %s", why)
+	}
+}
+
 func TestParseStat(t *testing.T) {
 	for _, tc := range []struct {
 		in    string

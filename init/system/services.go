@@ -105,6 +105,10 @@ func (p *pid1) startServices(ctx context.Context) {
 			logf("%v", err)
 			return
 		}
+		var online <-chan struct{}
+		if n := p.Network(); n != nil {
+			online = n.Online()
+		}
 		sv := supervise.New(supervise.Options{
 			Services: osf.Services, Onboot: osf.Onboot,
 			Runtime: rt, Images: supervise.Baked{Dir: supervise.BakedDir}, Reaper: s.reaper,
@@ -121,8 +125,9 @@ func (p *pid1) startServices(ctx context.Context) {
 					})
 				}
 			},
-			Logf:  logf,
-			Debug: p.debug,
+			Logf:   logf,
+			Debug:  p.debug,
+			Online: online,
 		})
 		if !early { // only the machine config has services
 			p.loadRuntimeModules(ctx, logf)

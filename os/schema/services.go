@@ -75,6 +75,11 @@ type Service struct {
 	ReadOnly bool `yaml:"read_only"`
 	// NetworkMode is "bridge" (the default), "host" or "none".
 	NetworkMode string `yaml:"network_mode"`
+	// WaitForNetwork holds the service back until the machine's network is
+	// online (an interface up with an address and a default route), for
+	// services that must reach the outside as soon as they start. Pulls
+	// at run time always wait for it.
+	WaitForNetwork bool `yaml:"wait_for_network"`
 	// Notify makes readiness come from sd_notify: PID 1 binds a notify
 	// socket into the container as $NOTIFY_SOCKET, and the service counts
 	// as healthy once it sends READY=1.
