@@ -86,6 +86,7 @@ type Service struct {
 	Notify bool `yaml:"notify"`
 	// Sockets are listeners PID 1 opens and passes as LISTEN_FDS (socket
 	// activation): "tcp://[IP]:PORT", "udp://[IP]:PORT" or "unix:///path".
+	// Reserved: validation refuses it until the supervisor passes them.
 	Sockets []string `yaml:"sockets"`
 	// CapAdd and CapDrop adjust Docker's default capability set ("ALL"
 	// allowed); Sysctls are namespaced sysctls.

@@ -27,7 +27,6 @@ services:
     cap_add: [net_admin, CAP_SYS_TIME]
     cap_drop: [all]
     sysctls: {net.ipv4.ip_forward: 1, kernel.shmmax: "65536"}
-    sockets: ["tcp://:8080", "udp://127.0.0.1:53", "unix:///run/web.sock"]
   db:
     image: docker.io/library/postgres:16
     pull_policy: missing
@@ -192,6 +191,7 @@ func TestServiceErrors(t *testing.T) {
 		{"hostname", svc("    hostname: a_b\n"), []string{"services.s.hostname"}},
 		{"socket", svc("    sockets: [\"http://:80\"]\n"), []string{"is not tcp://"}},
 		{"socket unix relative", svc("    sockets: [\"unix://x.sock\"]\n"), []string{"unix:// takes an absolute"}},
+		{"socket activation", svc("    sockets: [\"tcp://:8080\"]\n"), []string{"socket activation is not supported"}},
 		{"cap", svc("    cap_add: [NET_FOO]\n"), []string{"services.s.cap_add[0]: \"NET_FOO\" is not a capability"}},
 		{"sysctl", svc("    sysctls: {kernel.panic: 1}\n"), []string{"\"kernel.panic\" is not a namespaced sysctl"}},
 		{"sysctl dotdot", svc("    sysctls: {net..x: 1}\n"), []string{"not a namespaced sysctl"}},

@@ -253,6 +253,11 @@ func validateService(n string, s *Service, d *decoder, machine bool) {
 			bad(fmt.Sprintf(".sockets[%d]", i), "%s", msg)
 		}
 	}
+	if len(s.Sockets) > 0 {
+		// Refused rather than ignored: a service that expects LISTEN_FDS
+		// would start without its listeners.
+		bad(".sockets", "socket activation is not supported by this version of cairn yet; listen in the service and publish the port with ports:")
+	}
 	for _, l := range []struct {
 		field string
 		caps  []string
