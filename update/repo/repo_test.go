@@ -617,3 +617,28 @@ func TestResign(t *testing.T) {
 		t.Fatalf("versions %q, %v", versionNames(vs), err)
 	}
 }
+
+// TestCorruptCache: a cached timestamp.json, snapshot.json or targets.json
+// left empty or truncated (a power cut before go-tuf's rename reached the
+// disk) must not block every later refresh.
+func TestCorruptCache(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.publish("1.0.0", PublishOptions{})
+	for _, name := range []string{"timestamp.json", "snapshot.json", "targets.json"} {
+		for _, content := range []string{"", `{"signed": {"_type": "times`} {
+			cache := t.TempDir()
+			f.refreshed(cache)
+			if err := os.WriteFile(filepath.Join(cache, name), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c := f.client(cache, nil)
+			if err := c.Refresh(ctx); err != nil {
+				t.Fatalf("%s = %q: refresh: %v", name, content, err)
+			}
+			if vs, err := c.Versions("stable", "hello"); err != nil || versionNames(vs) != "1.0.0" {
+				t.Fatalf("%s = %q: versions %v %v", name, content, versionNames(vs), err)
+			}
+		}
+	}
+}

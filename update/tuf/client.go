@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -182,6 +183,9 @@ func (c *Client) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("tuf: %w", err)
 	}
+	if err := repairCache(c.cfg.MetadataDir); err != nil {
+		return fmt.Errorf("tuf: %w", err)
+	}
 	cfg, err := config.New(c.cfg.RepoURL+"/metadata", root)
 	if err != nil {
 		return fmt.Errorf("tuf: updater config: %w", err)
@@ -203,12 +207,73 @@ func (c *Client) Refresh(ctx context.Context) error {
 	if err := c.saveRoots(f, upd.GetTrustedMetadataSet().Root.Signed.Version); err != nil {
 		return fmt.Errorf("tuf: %w", err)
 	}
+	// go-tuf renames the metadata it accepted into place without fsync: make
+	// it durable, so that a power cut cannot leave an empty timestamp.json.
+	if err := syncCache(c.cfg.MetadataDir); err != nil {
+		return fmt.Errorf("tuf: %w", err)
+	}
 	if refreshErr != nil {
 		return fmt.Errorf("tuf: refresh from %s refused%s: %w", c.cfg.RepoURL, explain(refreshErr), refreshErr)
 	}
 	c.mu.Lock()
 	c.upd = upd
 	c.mu.Unlock()
+	return nil
+}
+
+// cachedRoles are the top-level metadata files go-tuf caches besides the
+// root.
+var cachedRoles = [...]string{"timestamp.json", "snapshot.json", "targets.json"}
+
+// repairCache removes cached top-level metadata that is not JSON at all (a
+// file truncated by a power cut before syncCache existed, or by a disk
+// fault): go-tuf would refuse every later refresh with a parse error, and
+// the machine would never update again. The file then counts as absent,
+// as python-tuf treats unreadable local metadata; the root chain stays.
+func repairCache(dir string) error {
+	for _, name := range cachedRoles {
+		p := filepath.Join(dir, name)
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read cached %s: %w", name, err)
+		}
+		if json.Valid(b) {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove corrupt cached %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// syncCache fsyncs the cached metadata files and their directory.
+func syncCache(dir string) error {
+	for _, name := range append(cachedRoles[:], "root.json") {
+		f, err := os.Open(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sync cached %s: %w", name, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync cached %s: %w", name, err)
+		}
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync metadata dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync metadata dir: %w", err)
+	}
 	return nil
 }
 
