@@ -273,3 +273,59 @@ func checkDiskAfterPowerCuts(t *testing.T, img string) {
 	}
 	t.Logf("fsck.fat -n on the ESP: only the marks of a power cut:\n%s", out)
 }
+
+// withWebService adds a service with an HTTP health check to the OS file
+// at p (written by osFile): hello-web, built from Go source and baked into
+// the root by cairn build, answering /healthz with 200, or with 503 when
+// healthy is false (HEALTHY=false), so that a trial of that version fails
+// at its health stage. The check is quick (1 s interval, 3 s start period)
+// so that a trial can pass within the OS file's trial.timeout.
+func (e *updateEnv) withWebService(p string, healthy bool) string {
+	e.t.Helper()
+	e.goModule()
+	svc := fmt.Sprintf(`services:
+  web:
+    image: go://./os/examples/hello-web
+    command: ["-listen", ":8080"]
+    environment: {HEALTHY: %q}
+    restart: always
+    healthcheck: {http: "http://127.0.0.1:8080/healthz", interval: 1s, timeout: 2s, retries: 2, start_period: 3s}
+`, strconv.FormatBool(healthy))
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := f.WriteString(svc); err != nil {
+		f.Close()
+		e.t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// goModule makes the OS files' directory (a temporary one) the root of a
+// copy of this module holding hello-web's source: cairn build builds a
+// go:// image in the module at or above the OS file, and the temporary
+// directory has none. go.mod and go.sum are copied so the build resolves
+// hello-web's dependency from the host's module cache, offline.
+func (e *updateEnv) goModule() {
+	e.t.Helper()
+	if _, err := os.Stat(filepath.Join(e.dir, "go.mod")); err == nil {
+		return
+	}
+	for _, f := range []string{"go.mod", "go.sum", "os/examples/hello-web/main.go"} {
+		data, err := os.ReadFile(filepath.Join("..", f))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		dst := filepath.Join(e.dir, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}

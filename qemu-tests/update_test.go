@@ -157,19 +157,21 @@ func (e *updateEnv) reports() []map[string]any {
 const updateTimeout = 4 * time.Minute
 
 // TestUpdateLifecycle runs scenarios 1-3 of issue 6 in one VM lifetime,
-// under OVMF: v1 updates to v2 (commit after a healthy trial); v3, whose
-// trial fails (its repository URL is unreachable, so the trial's
-// "repository reachable" condition never holds), rolls back to v2 by
-// itself, the report reaches the server and the server pauses v3; v4,
+// under OVMF. v1, v2 and v3 run a web service with an HTTP health check
+// (hello-web). v1 updates to v2 (commit after a trial in which the service
+// stays healthy); v3's service never becomes healthy (HEALTHY=false: its
+// /healthz answers 503), so its trial fails at the health stage, it marks
+// itself bad and rolls back to v2 by itself, the report (stage health)
+// reaches the server and the server pauses v3; v4,
 // whose kernel never starts the early stage (rdinit= points nowhere, the
 // kernel panics), is dropped by systemd-boot's boot counting without any
 // help from PID 1, and v2 reports the failed boot.
 func TestUpdateLifecycle(t *testing.T) {
 	harness.RequireQEMU(t)
 	e := newUpdateEnv(t, 1)
-	img1, _ := e.build(e.osFile("1.0.0", "", ""))
-	_, m2 := e.build(e.osFile("2.0.0", "", ""))
-	_, m3 := e.build(e.osFile("3.0.0", "http://10.0.2.2:9", "")) // discard port: nothing listens
+	img1, _ := e.build(e.withWebService(e.osFile("1.0.0", "", ""), true))
+	_, m2 := e.build(e.withWebService(e.osFile("2.0.0", "", ""), true))
+	_, m3 := e.build(e.withWebService(e.osFile("3.0.0", "", ""), false))
 	_, m4 := e.build(e.osFile("4.0.0", "", "", "rdinit=/no/such/init"))
 
 	// The agent checks right after it starts and then every minute (the
@@ -197,14 +199,17 @@ func TestUpdateLifecycle(t *testing.T) {
 	vm.Expect(t, "cairn: update: committed 2.0.0", updateTimeout)
 	t.Logf("v2: published -> committed %s (v1 READY -> committed %s)", time.Since(published).Round(100*time.Millisecond), time.Since(ready1).Round(100*time.Millisecond))
 
-	// (2) v3 never passes its trial: rolled back to v2 by itself.
+	// (2) v3's service never becomes healthy: its trial fails at the
+	// health stage and it rolls back to v2 by itself.
 	vm.Expect(t, "cairn: update: rebooting 3.0.0", updateTimeout)
 	m = vm.ExpectRegexp(t, readyRe, bootTimeout)
 	if m[1] != "3.0.0" || m[2] != "A" {
 		t.Fatalf("v3 boot %q, want 3.0.0 on A", m[0])
 	}
 	vm.Expect(t, "cairn: update: on trial 3.0.0", updateTimeout)
-	vm.Expect(t, "cairn: update: rolled back from 3.0.0 because of repository", updateTimeout)
+	rb := vm.ExpectRegexp(t, regexp.MustCompile(`cairn: update: rolled back from 3\.0\.0 because of health: service web is unhealthy[^\r\n]*`), updateTimeout)
+	t.Logf("v3: %s", rb[0])
+	vm.ExpectRegexp(t, regexp.MustCompile(`cairn: update: \S*cairn-3\.0\.0\+\S* marked bad \(\S*cairn-3\.0\.0\+0-\d+\.efi\), rebooting into 2\.0\.0`), updateTimeout)
 	published4 := e.publish(m4)
 	m = vm.ExpectRegexp(t, readyRe, bootTimeout)
 	if m[1] != "2.0.0" || m[2] != "B" {
@@ -221,12 +226,12 @@ func TestUpdateLifecycle(t *testing.T) {
 	t.Logf("v3: published -> rolled back, reported and paused %s", time.Since(published3).Round(100*time.Millisecond))
 	found := false
 	for _, r := range e.reports() {
-		if r["to_version"] == "3.0.0" && r["outcome"] == "rolled_back" && r["stage"] == "repository" {
+		if r["to_version"] == "3.0.0" && r["outcome"] == "rolled_back" && r["stage"] == "health" {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("no rolled_back report for 3.0.0 at stage repository: %v", e.reports())
+		t.Errorf("no rolled_back report for 3.0.0 at stage health: %v", e.reports())
 	}
 
 	// (3) v4's early stage never runs: boot counting falls back.

@@ -59,6 +59,9 @@ func (s State) String() string {
 	case PhaseRolledBack:
 		return fmt.Sprintf("rolled back from %s because of %s: %s", s.Version, s.Stage, s.Reason)
 	case PhaseFailed:
+		if s.Version == "" { // a failed check: no version picked yet
+			return fmt.Sprintf("%s failed: %s", s.Stage, s.Reason)
+		}
 		return fmt.Sprintf("update to %s failed at %s: %s", s.Version, s.Stage, s.Reason)
 	case PhaseWaiting:
 		if s.Reason != "" {

@@ -50,6 +50,8 @@ func TestStateString(t *testing.T) {
 		{State{Phase: PhaseOnTrial, Version: "2.0"}, "on trial 2.0"},
 		{State{Phase: PhaseCommitted, Version: "2.0"}, "committed 2.0"},
 		{State{Phase: PhaseRolledBack, Version: "3.0", Stage: "health", Reason: "web unhealthy"}, "rolled back from 3.0 because of health: web unhealthy"},
+		{State{Phase: PhaseFailed, Stage: "check", Reason: "refused"}, "check failed: refused"},
+		{State{Phase: PhaseFailed, Version: "2.0", Stage: "install:root", Reason: "short"}, "update to 2.0 failed at install:root: short"},
 	} {
 		if got := tt.s.String(); got != tt.want {
 			t.Errorf("%q, want %q", got, tt.want)
