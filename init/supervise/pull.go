@@ -179,7 +179,9 @@ func (sv *Supervisor) pullImage(ctx context.Context, s *service, who string, def
 		case <-sv.o.Online:
 		default:
 			if s != nil {
-				sv.update(s, func(st *Status) { st.State, st.PID, st.Message = StatePulling, 0, "waiting for the network to be online" })
+				sv.update(s, func(st *Status) {
+					st.State, st.PID, st.Message = StatePulling, 0, "waiting for the network to be online"
+				})
 			}
 			select {
 			case <-sv.o.Online:
