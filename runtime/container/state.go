@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -51,11 +50,9 @@ type State struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 // ValidID reports whether id is usable as a container ID (and a path part).
 func ValidID(id string) error {
-	if !idRE.MatchString(id) {
+	if !validIDChars(id) {
 		return fmt.Errorf("invalid container id %q", id)
 	}
 	return nil
@@ -159,4 +156,22 @@ func (r *Runtime) currentStatus(s *State) Status {
 		return StatusCreated
 	}
 	return StatusRunning
+}
+
+// validIDChars: 1-128 of [A-Za-z0-9_.-], starting with a letter or digit.
+// Hand-written rather than a regexp: this package is in PID 1, and a
+// package-level regexp with a {0,127} repeat costs compile time at every
+// boot.
+func validIDChars(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
 }

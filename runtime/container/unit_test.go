@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -113,6 +114,32 @@ func TestValidID(t *testing.T) {
 	for _, id := range []string{"", ".", "..", "../x", "a/b", "-a", ".hidden", "a b", strings.Repeat("x", 129), "a\x00"} {
 		if ValidID(id) == nil {
 			t.Errorf("%q accepted", id)
+		}
+	}
+}
+
+// TestValidIDMatchesRegexp checks the hand-written ID check against the
+// regular expression it replaced, over every string of up to 3 bytes from
+// an alphabet of interesting bytes, and around the length limit.
+func TestValidIDMatchesRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	alphabet := []byte("aZ09_.-/ \x00\xff:")
+	var ids []string
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		ids = append(ids, string(prefix))
+		if len(prefix) == 3 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(append([]byte(nil), prefix...), c))
+		}
+	}
+	gen(nil)
+	ids = append(ids, strings.Repeat("a", 127), strings.Repeat("a", 128), strings.Repeat("a", 129), "a"+strings.Repeat("-", 127))
+	for _, id := range ids {
+		if got, want := ValidID(id) == nil, re.MatchString(id); got != want {
+			t.Errorf("ValidID(%q) ok = %v, regexp says %v", id, got, want)
 		}
 	}
 }
