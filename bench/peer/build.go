@@ -32,7 +32,7 @@ import (
 // Recipe constants. Changing any of them (or the unit texts) changes the
 // cache key.
 const (
-	recipeVersion = "peer-v1"
+	recipeVersion = "peer-v2" // v2: no meminfo probe container (the web example serves /meminfo)
 	Suite         = "bookworm"
 	diskMiB       = 2560 // like Cairn's default disk
 	espMiB        = 256
@@ -75,12 +75,12 @@ type Container struct {
 
 // Containers are the peer's services: the web example with the settings of
 // os/examples/web.yaml (environment, memory and pids limits; podman has no
-// HTTP health check without a client in the image, so that is left out), and
-// the benchmark's meminfo probe, which bench/side adds to Cairn's OS file too.
+// HTTP health check without a client in the image, so that is left out). It
+// also serves GET /meminfo, from which bench/side reads memory in use on
+// both systems.
 var Containers = []Container{
 	{Name: "web", Pkg: "./os/examples/hello-web", Args: []string{"/hello-web", "-listen", ":8080"}, Port: 8080,
 		Flags: []string{"-e", "GREETING=hi", "--memory", "64m", "--pids-limit", "64"}},
-	{Name: "meminfo", Pkg: "./bench/side/meminfo", Args: []string{"/meminfo", "-listen", ":8081"}, Port: 8081},
 }
 
 // Tag is the container's image name in podman's storage.
@@ -118,8 +118,8 @@ WantedBy=multi-user.target
 const warmUnit = `[Unit]
 Description=Cairn benchmark peer: power off after the warm-up boot
 ConditionPathExists=` + warmStamp + `
-Requires=web.service meminfo.service
-After=web.service meminfo.service
+Requires=web.service
+After=web.service
 
 [Service]
 Type=oneshot

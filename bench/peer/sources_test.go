@@ -212,10 +212,15 @@ func TestWriteImage(t *testing.T) {
 func TestRootFiles(t *testing.T) {
 	f := rootFiles(Mirrors{Main: "http://m/debian"})
 	for _, p := range []string{"etc/initramfs-tools/scripts/init-top/00-cairn-bench", "etc/systemd/system/web.service",
-		"etc/systemd/system/meminfo.service", "etc/systemd/system/cairn-peer-warmup.service", "etc/fstab", "etc/apt/sources.list",
+		"etc/systemd/system/cairn-peer-warmup.service", "etc/fstab", "etc/apt/sources.list",
 		strings.TrimPrefix(warmStamp, "/")} {
 		if _, ok := f[p]; !ok {
 			t.Errorf("no %s", p)
+		}
+	}
+	for p, text := range f {
+		if strings.Contains(p, "meminfo") || strings.Contains(text, "meminfo") {
+			t.Errorf("%s: the meminfo probe is gone (the web example serves /meminfo)", p)
 		}
 	}
 	if !strings.HasPrefix(f["etc/initramfs-tools/scripts/init-top/00-cairn-bench"], "#!") {
@@ -232,15 +237,15 @@ func TestRootFiles(t *testing.T) {
 func TestCacheKey(t *testing.T) {
 	m := Mirrors{Main: "http://m/debian"}
 	pin := KernelPin{Name: "linux-image-x", Version: "1", SHA256: "ab"}
-	d := map[string]string{"web": "sha256:1", "meminfo": "sha256:2"}
+	d := map[string]string{"web": "sha256:1"}
 	k := cacheKey(m, pin, d)
-	if k != cacheKey(m, pin, map[string]string{"meminfo": "sha256:2", "web": "sha256:1"}) {
+	if k != cacheKey(m, pin, map[string]string{"web": "sha256:1"}) {
 		t.Fatal("key not stable")
 	}
 	for name, k2 := range map[string]string{
 		"mirror": cacheKey(Mirrors{Main: "http://other/debian"}, pin, d),
 		"kernel": cacheKey(m, KernelPin{Name: "linux-image-x", Version: "2", SHA256: "ab"}, d),
-		"image":  cacheKey(m, pin, map[string]string{"web": "sha256:3", "meminfo": "sha256:2"}),
+		"image":  cacheKey(m, pin, map[string]string{"web": "sha256:3"}),
 	} {
 		if k2 == k {
 			t.Errorf("key ignores the %s", name)

@@ -116,11 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *only != "peer" {
 		r.Cairn = System{Name: "Cairn", RootFSNote: "erofs + dm-verity tree"}
-		probeOS, err := writeProbeOS(*osFile, filepath.Join(*outDir, "os"))
-		if err != nil {
-			return err
-		}
-		if err := buildCairn(ctx, *cairn, probeOS, *outDir, &r.Cairn); err != nil {
+		if err := buildCairn(ctx, *cairn, *osFile, *outDir, &r.Cairn); err != nil {
 			return err
 		}
 		if err := sizes(&r.Cairn); err != nil {

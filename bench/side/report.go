@@ -111,7 +111,7 @@ func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 	fmt.Fprintf(w, "%s, %s, %s, -accel tcg, 1 vCPU, %s, OVMF → systemd-boot, virtio disk (snapshot), user network; %d boots per system, alternating; whole run %.1f min.\n",
 		r.Date, r.Host, r.QEMU, r.Mem, r.Runs, took.Minutes())
 	if r.PeerMet != nil {
-		fmt.Fprintf(w, "Peer: Debian 12 minbase + %s, kernel %s; the web and meminfo images preloaded in podman's storage; warmed by one boot at build time (cache key %s). Both systems run the meminfo probe container next to the web example.\n",
+		fmt.Fprintf(w, "Peer: Debian 12 minbase + %s, kernel %s; the web image preloaded in podman's storage; warmed by one boot at build time (cache key %s). Memory is read from the web example's GET /meminfo on both systems; no other container runs.\n",
 			strings.Join(peer.Packages, ", "), r.PeerMet.Kernel, r.PeerMet.Key)
 	}
 	fmt.Fprintln(w)

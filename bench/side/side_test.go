@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseEarly(t *testing.T) {
@@ -145,29 +150,24 @@ func TestUpdateDocs(t *testing.T) {
 	}
 }
 
-func TestWithProbe(t *testing.T) {
-	src := []byte("name: web\n# c\nservices:\n  web:\n    image: go://./os/examples/hello-web\n")
-	out, err := withProbe(src, "w.yaml")
-	if err != nil {
-		t.Fatal(err)
+// TestFetchMeminfo: memory is read from the web example's GET /meminfo on
+// the base URL it answers on; a failing endpoint is an error, not zeros.
+func TestFetchMeminfo(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /meminfo", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, meminfo) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	fields := map[string]float64{}
+	tot, avl, err := fetchMeminfo(context.Background(), srv.URL, fields)
+	if err != nil || tot != 485432 || avl != 400000 || len(fields) == 0 {
+		t.Fatalf("fetchMeminfo = %v, %v, %v (fields %v)", tot, avl, err, fields)
 	}
-	for _, want := range []string{"name: web", "image: go://./os/examples/hello-web", "meminfo:", "image: go://./bench/side/meminfo", "- /meminfo", "- 8081:8081"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-	if out, err := withProbe([]byte("name: x\n"), "w.yaml"); err != nil || !strings.Contains(string(out), "meminfo:") {
-		t.Errorf("no services: %v\n%s", err, out)
-	}
-	for _, tc := range []struct{ in, wantErr string }{
-		{"services: [1]\n", "w.yaml:1: field services"},
-		{"- a\n", "want a mapping"},
-		{"services:\n  meminfo: {}\n", "w.yaml:2: services.meminfo: already defined"},
-		{"a: [\n", "w.yaml"},
-	} {
-		if _, err := withProbe([]byte(tc.in), "w.yaml"); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-			t.Errorf("%q: error %v, want %q", tc.in, err, tc.wantErr)
-		}
+	bad := httptest.NewServer(http.NotFoundHandler())
+	defer bad.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, _, err := fetchMeminfo(ctx, bad.URL, nil); err == nil || !strings.Contains(err.Error(), "meminfo") {
+		t.Errorf("404: error %v", err)
 	}
 }
 

@@ -31,7 +31,7 @@ import (
 
 // Paths of the update agent on the machine.
 const (
-	agentOSFile   = "/usr/share/cairn/os.yaml"
+	agentOSFile   = schema.RootCompiled
 	agentDir      = "/var/lib/cairn/update"
 	agentEfivars  = "/sys/firmware/efi/efivars"
 	agentESP      = "/efi"
@@ -50,7 +50,7 @@ const (
 // `cairn-init update-agent status` prints the saved state.
 func updateAgentMain(args []string) int {
 	fs := flag.NewFlagSet("update-agent", flag.ContinueOnError)
-	osFile := fs.String("os", agentOSFile, "the OS `file`")
+	osFile := fs.String("os", agentOSFile, "the OS `file`: compiled (JSON), or YAML when it ends in .yaml or .yml")
 	dir := fs.String("dir", agentDir, "state `directory` on STATE")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -91,7 +91,14 @@ func updateAgentMain(args []string) int {
 
 // runAgent builds the agent's config from the machine and runs it.
 func runAgent(ctx context.Context, osFile, dir string, logLine func(string)) (rebooted bool, err error) {
-	o, err := schema.Load(osFile)
+	var o *schema.OS
+	if ext := filepath.Ext(osFile); ext == ".yaml" || ext == ".yml" {
+		o, err = schema.Load(osFile)
+	} else {
+		o, err = schema.LoadInstalled(osFile, schema.RootFile, func(format string, args ...any) {
+			logLine("update: " + fmt.Sprintf(format, args...))
+		})
+	}
 	if err != nil {
 		return false, err
 	}

@@ -151,7 +151,21 @@ func rootTree(o *schema.OS, art *buildroot.Artifacts, mods []kmod.Module, load [
 	if err != nil {
 		return nil, fmt.Errorf("read OS file: %w", err)
 	}
-	if err := file("usr/share/cairn/os.yaml", src, 0o644); err != nil {
+	if err := file(strings.TrimPrefix(schema.RootFile, "/"), src, 0o644); err != nil {
+		return nil, err
+	}
+	// The same OS, parsed and validated, for PID 1 and the update agent:
+	// parsed again from the bytes in the root, under the root's name, so
+	// that it is exactly what they would read from os.yaml.
+	inRoot, err := schema.Parse(schema.RootFile, src)
+	if err != nil {
+		return nil, fmt.Errorf("OS file %s in the root: %w", o.Source, err)
+	}
+	compiled, err := inRoot.MarshalCompiled()
+	if err != nil {
+		return nil, err
+	}
+	if err := file(strings.TrimPrefix(schema.RootCompiled, "/"), compiled, 0o644); err != nil {
 		return nil, err
 	}
 	if dst, data, err := updateRoot(o); err != nil {

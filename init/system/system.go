@@ -38,8 +38,11 @@ const (
 	Skeleton      = "/usr/share/cairn/etc"
 	ESPMount      = "/efi"
 	Efivars       = "/sys/firmware/efi/efivars"
-	// OSFile is where the image builder puts the OS file in the root.
-	OSFile = "/usr/share/cairn/os.yaml"
+	// OSFile is where the image builder puts the OS file in the root, and
+	// CompiledOSFile the same OS parsed and validated, as JSON: PID 1 reads
+	// the latter (no YAML parsing at boot) and falls back to the former.
+	OSFile         = schema.RootFile
+	CompiledOSFile = schema.RootCompiled
 )
 
 // pid1 holds the state of the running system stage.
@@ -142,7 +145,7 @@ func (p *pid1) start(ctx context.Context) {
 	}
 	p.info = info
 	p.debugf("bootinfo read")
-	if p.os, err = schema.Load(OSFile); err != nil {
+	if p.os, err = schema.LoadInstalled(CompiledOSFile, OSFile, p.logf); err != nil {
 		p.logf("os file: %v", err)
 		p.os = &schema.OS{Name: "cairn", Hostname: "cairn"}
 	}

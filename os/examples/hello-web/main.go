@@ -1,6 +1,7 @@
 // Command hello-web is the tiny HTTP server of os/examples/web.yaml: GET /
 // answers "<GREETING or hello> from <hostname>", GET /healthz answers "ok"
-// (503 when HEALTHY=false). With -notify it tells the service manager it is
+// (503 when HEALTHY=false), GET /meminfo answers /proc/meminfo (in a
+// container, the guest's: benchmarks read memory in use from it). With -notify it tells the service manager it is
 // ready (sd_notify READY=1) once it listens. SIGTERM stops it cleanly.
 package main
 
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -38,7 +40,7 @@ func main() {
 
 // run serves on ln until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, ln net.Listener, notify bool) error {
-	srv := &http.Server{Handler: handler(os.Getenv), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler(os.Getenv, meminfoPath), ReadHeaderTimeout: 5 * time.Second}
 	log.Printf("hello-web: listening on %s", ln.Addr())
 	if notify {
 		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
@@ -64,8 +66,15 @@ func run(ctx context.Context, ln net.Listener, notify bool) error {
 	return nil
 }
 
-// handler serves / and /healthz; getenv reads GREETING and HEALTHY.
-func handler(getenv func(string) string) http.Handler {
+// meminfoPath is the file GET /meminfo serves.
+const meminfoPath = "/proc/meminfo"
+
+// maxMeminfo bounds the body of GET /meminfo (/proc/meminfo is about 1.5 KiB).
+const maxMeminfo = 64 << 10
+
+// handler serves /, /healthz and /meminfo; getenv reads GREETING and
+// HEALTHY, meminfo is the file /meminfo serves (at most maxMeminfo bytes).
+func handler(getenv func(string) string, meminfo string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		greeting := getenv("GREETING")
@@ -84,6 +93,23 @@ func handler(getenv func(string) string) http.Handler {
 			return
 		}
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("GET /meminfo", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(meminfo)
+		if err != nil {
+			http.Error(w, "meminfo unavailable", http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		// Read it whole first: /proc files are generated on read, and an
+		// error half-way must not become a truncated 200.
+		b, err := io.ReadAll(io.LimitReader(f, maxMeminfo))
+		if err != nil {
+			http.Error(w, "meminfo unavailable", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(b)
 	})
 	return mux
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -27,7 +28,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(handler(func(k string) string { return tc.env[k] }))
+			srv := httptest.NewServer(handler(func(k string) string { return tc.env[k] }, filepath.Join(t.TempDir(), "none")))
 			defer srv.Close()
 			resp, err := http.Get(srv.URL + tc.path)
 			if err != nil {
@@ -37,6 +38,51 @@ func TestHandler(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.code || string(b) != tc.body {
 				t.Errorf("GET %s = %d %q, want %d %q", tc.path, resp.StatusCode, b, tc.code, tc.body)
+			}
+		})
+	}
+}
+
+// TestMeminfo: GET /meminfo serves the injected file, at most 64 KiB of
+// it, answers 500 when it cannot be read, and only to GET.
+func TestMeminfo(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "meminfo")
+	const text = "MemTotal:         485432 kB\nMemAvailable:     400000 kB\n"
+	if err := os.WriteFile(small, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte(strings.Repeat("x", maxMeminfo+100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, method, file string
+		code               int
+		body               string
+	}{
+		{"file", http.MethodGet, small, 200, text},
+		{"capped", http.MethodGet, big, 200, strings.Repeat("x", maxMeminfo)},
+		{"missing", http.MethodGet, filepath.Join(dir, "none"), 500, "meminfo unavailable\n"},
+		{"directory", http.MethodGet, dir, 500, "meminfo unavailable\n"},
+		{"post", http.MethodPost, small, 405, "Method Not Allowed\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(handler(func(string) string { return "" }, tc.file))
+			defer srv.Close()
+			req, err := http.NewRequest(tc.method, srv.URL+"/meminfo", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || string(b) != tc.body {
+				t.Errorf("%s /meminfo = %d %.80q (%d bytes), want %d %.80q (%d bytes)", tc.method, resp.StatusCode, b, len(b), tc.code, tc.body, len(tc.body))
 			}
 		})
 	}
