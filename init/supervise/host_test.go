@@ -6,7 +6,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/os/schema"
 	"cairn.dev/cairn/runtime/container"
 	"cairn.dev/cairn/runtime/network"
+	"cairn.dev/cairn/runtime/rundir"
 )
 
 func TestMain(m *testing.M) {
@@ -67,7 +66,7 @@ func TestSupervisorHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out lines
-	reaper := NewReaper()
+	reaper := reap.New()
 	rctx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
 	go reaper.Loop(rctx)
@@ -91,10 +90,10 @@ func TestSupervisorHost(t *testing.T) {
 	if os.Getenv("SUPERVISE_NET") != "" {
 		// Bridge networking in a private network namespace.
 		ns := filepath.Join(root, "hostns")
-		if err := newNetNS(ns); err != nil {
+		if err := rundir.NewNetNS(ns); err != nil {
 			t.Fatal(err)
 		}
-		defer unmountAll(ns)
+		defer rundir.UnmountAll(ns)
 		m, err := network.New(network.Config{StateDir: filepath.Join(root, "net"), NetNSPath: ns, ResolvConfPaths: []string{"/nonexistent"}})
 		if err != nil {
 			t.Fatal(err)
@@ -179,10 +178,10 @@ func TestDialInNetNS(t *testing.T) {
 		}
 	}()
 	ns := filepath.Join(t.TempDir(), "ns")
-	if err := newNetNS(ns); err != nil {
+	if err := rundir.NewNetNS(ns); err != nil {
 		t.Fatal(err)
 	}
-	defer unmountAll(ns)
+	defer rundir.UnmountAll(ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 20 {
@@ -190,7 +189,7 @@ func TestDialInNetNS(t *testing.T) {
 			c.Close()
 			t.Fatal("reached the host namespace's listener from a fresh namespace")
 		}
-		// Own namespace: /proc/self is the main thread's, which newNetNS
+		// Own namespace: /proc/self is the main thread's, which NewNetNS
 		// must not have left in the new namespace.
 		c, err := dialInNetNSPath(ctx, "/proc/self/ns/net", "tcp", ln.Addr().String())
 		if err != nil {
@@ -202,37 +201,5 @@ func TestDialInNetNS(t *testing.T) {
 			t.Fatalf("plain dial after namespace switches: %v", err)
 		}
 		c.Close()
-	}
-}
-
-// TestReaper: an orphan-like unregistered child is reaped; a child started
-// through StartCmd is left to its owner's Wait.
-func TestReaper(t *testing.T) {
-	r := NewReaper()
-	owned := exec.Command("/bin/true")
-	if err := r.StartCmd(owned); err != nil {
-		t.Skip(err)
-	}
-	pid, err := syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Both become zombies; only the unowned one may be reaped.
-	for deadline := time.Now().Add(30 * time.Second); len(r.zombies(os.Getpid())) < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("zombies %v", r.zombies(os.Getpid()))
-		}
-	}
-	var reaped []int
-	r.OnExit = func(p int, _ unix.WaitStatus) { reaped = append(reaped, p) }
-	r.Reap()
-	if len(reaped) != 1 || reaped[0] != pid {
-		t.Fatalf("reaped %v, want [%d]", reaped, pid)
-	}
-	if err := r.WaitCmd(owned); err != nil {
-		t.Fatalf("owner's Wait: %v", err)
-	}
-	if r.isOwned(owned.Process.Pid) {
-		t.Error("pid still registered after WaitCmd")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/os/schema"
 )
 
@@ -52,7 +53,7 @@ type Puller interface {
 // PID 1's reaper does not steal.
 type ToolPuller struct {
 	Binary, Store, DockerConfig string
-	Reaper                      *Reaper
+	Reaper                      *reap.Reaper
 	// Timeout bounds one attempt (default 10 minutes).
 	Timeout time.Duration
 }
@@ -88,7 +89,7 @@ func (p *ToolPuller) Pull(ctx context.Context, ref string, always bool) (*Image,
 	cmd.WaitDelay = 5 * time.Second
 	r := p.Reaper
 	if r == nil {
-		r = NewReaper()
+		r = reap.New()
 	}
 	if err := r.StartCmd(cmd); err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/os/schema"
 	"cairn.dev/cairn/runtime/ctr"
 )
@@ -77,7 +78,7 @@ func TestToolPuller(t *testing.T) {
 echo "$DOCKER_CONFIG" > "$(dirname "$0")/env"
 echo '{"name":"r","digest":"sha256:x","pulled":true,"lowerdirs":["/s/2/fs","/s/1/fs"],"config":{"Cmd":["/hello"]}}'
 `)
-	p := &ToolPuller{Binary: bin, Store: "/store", DockerConfig: "/creds", Reaper: NewReaper()}
+	p := &ToolPuller{Binary: bin, Store: "/store", DockerConfig: "/creds", Reaper: reap.New()}
 	for _, always := range []bool{false, true} {
 		img, err := p.Pull(context.Background(), "10.0.2.2:5000/app:v1", always)
 		if err != nil {

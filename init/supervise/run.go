@@ -9,17 +9,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"cairn.dev/cairn/os/schema"
 	"cairn.dev/cairn/runtime/container"
 	"cairn.dev/cairn/runtime/logs"
 	"cairn.dev/cairn/runtime/network"
+	"cairn.dev/cairn/runtime/rundir"
 )
 
 // defaultGrace is the stop grace period when the service gives none.
@@ -217,7 +215,7 @@ func (sv *Supervisor) start(ctx context.Context, id string, def *schema.Service,
 	if err := os.MkdirAll(inst.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("service %s: %w", id, err)
 	}
-	rootfs, err := mountRootfs(inst.dir, img.Lowerdirs)
+	rootfs, err := rundir.MountRootfs(inst.dir, img.Lowerdirs)
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", id, err)
 	}
@@ -243,7 +241,7 @@ func (sv *Supervisor) start(ctx context.Context, id string, def *schema.Service,
 	}
 	if mode != network.ModeHost {
 		nsPath = filepath.Join(inst.dir, "netns")
-		if err := newNetNS(nsPath); err != nil {
+		if err := rundir.NewNetNS(nsPath); err != nil {
 			return nil, fmt.Errorf("service %s: %w", id, err)
 		}
 	}
@@ -354,7 +352,7 @@ func (sv *Supervisor) teardown(inst *instance) {
 // state (the overlay's upper and work directories, the netns file).
 func (sv *Supervisor) cleanDir(dir string) {
 	for _, p := range []string{"rootfs", "netns"} {
-		if err := unmountAll(filepath.Join(dir, p)); err != nil {
+		if err := rundir.UnmountAll(filepath.Join(dir, p)); err != nil {
 			sv.o.Logf("%v", err)
 			return // never remove below a mount
 		}
@@ -364,118 +362,6 @@ func (sv *Supervisor) cleanDir(dir string) {
 			sv.o.Logf("clean %s: %v", dir, err)
 		}
 	}
-}
-
-// mountRootfs mounts dir/rootfs: an overlay of lowers (top first) with a
-// fresh dir/upper and dir/work.
-func mountRootfs(dir string, lowers []string) (string, error) {
-	if len(lowers) == 0 {
-		return "", errors.New("the image has no layers")
-	}
-	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", err
-		}
-	}
-	for _, p := range append([]string{upper, work}, lowers...) {
-		if strings.ContainsAny(p, ",:\\") {
-			return "", fmt.Errorf("overlay: path %q contains a character overlayfs options cannot carry", p)
-		}
-	}
-	data := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work
-	if len(data) >= os.Getpagesize()-1 {
-		return "", fmt.Errorf("overlay: %d layers make the mount options longer than a page", len(lowers))
-	}
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
-		return "", fmt.Errorf("mount overlay on %s: %w", rootfs, err)
-	}
-	return rootfs, nil
-}
-
-func isMountpoint(p string) (bool, error) {
-	var st, parent unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(p), &parent); err != nil {
-		return false, err
-	}
-	if st.Dev != parent.Dev {
-		return true, nil
-	}
-	// A bind-mounted namespace file is on nsfs: compare via statfs.
-	var fs unix.Statfs_t
-	if err := unix.Statfs(p, &fs); err == nil && fs.Type == unix.NSFS_MAGIC {
-		return true, nil
-	}
-	return false, nil
-}
-
-func unmountAll(p string) error {
-	for range 8 {
-		mounted, err := isMountpoint(p)
-		if err != nil || !mounted {
-			return err
-		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("unmount %s: %w", p, err)
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted", p)
-}
-
-// newNetNS creates a network namespace and bind-mounts it on path. The
-// unshare happens on a locked thread that then returns to its namespace;
-// if it cannot, it stays locked and the Go runtime discards it. (Never
-// leaving it wedged matters: the main thread cannot be discarded, and
-// /proc/self/ns/net is the main thread's namespace.)
-func newNetNS(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-	if err != nil {
-		return fmt.Errorf("netns file: %w", err)
-	}
-	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		defer func() { // the thread stays locked: its namespace is unknown
-			if r := recover(); r != nil {
-				errc <- fmt.Errorf("new netns: panic: %v", r)
-			}
-		}()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("open own netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			goruntime.UnlockOSThread() // still in the original namespace
-			errc <- fmt.Errorf("unshare netns: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		merr := unix.Mount(src, path, "", unix.MS_BIND, "")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(merr, fmt.Errorf("restore netns: %w", err)) // thread stays locked
-			return
-		}
-		goruntime.UnlockOSThread()
-		if merr != nil {
-			merr = fmt.Errorf("bind netns: %w", merr)
-		}
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
-		_ = os.Remove(path)
-		return err
-	}
-	return nil
 }
 
 // runOnboot runs one onboot container to completion (bounded by its

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/os/schema"
 	"cairn.dev/cairn/runtime/container"
 	"cairn.dev/cairn/runtime/logs"
@@ -73,7 +74,7 @@ type Options struct {
 	// fail to start (host and none still work).
 	Network *network.Manager
 	Images  Resolver
-	Reaper  *Reaper
+	Reaper  *reap.Reaper
 	// StateDir holds per-service directories (overlay upper/work, netns,
 	// generated /etc files); VolumesDir holds named volumes; LogDir the
 	// services' logs (NAME.log, rotated); NotifyDir the notify sockets.
@@ -164,7 +165,7 @@ func New(o Options) *Supervisor {
 		o.Logf = func(string, ...any) {}
 	}
 	if o.Reaper == nil {
-		o.Reaper = NewReaper()
+		o.Reaper = reap.New()
 	}
 	if o.ParallelStarts <= 0 {
 		o.ParallelStarts = 2

@@ -210,26 +210,6 @@ func TestWaitForNetwork(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	for _, tc := range []struct {
-		in    string
-		state byte
-		ppid  int
-		ok    bool
-	}{
-		{"12 (sh) Z 1 12 12 0", 'Z', 1, true},
-		{"13 (a (b) c) S 7 1", 'S', 7, true},
-		{"14 (x)", 0, 0, false},
-		{"garbage", 0, 0, false},
-		{"15 (x) ZZ 1", 0, 0, false},
-	} {
-		st, pp, ok := parseStat([]byte(tc.in))
-		if st != tc.state || pp != tc.ppid || ok != tc.ok {
-			t.Errorf("%q: %c %d %v", tc.in, st, pp, ok)
-		}
-	}
-}
-
 func TestParseNotify(t *testing.T) {
 	m := parseNotify([]byte("READY=1\nSTATUS=serving 3 clients\nbogus\nMAINPID=4"))
 	if !m.Ready || m.Status != "serving 3 clients" || !m.HasState {

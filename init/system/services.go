@@ -19,6 +19,7 @@ import (
 
 	"cairn.dev/cairn/init/bootinfo"
 	"cairn.dev/cairn/init/kmod"
+	"cairn.dev/cairn/init/reap"
 	"cairn.dev/cairn/init/shutdown"
 	"cairn.dev/cairn/init/supervise"
 	"cairn.dev/cairn/runtime/container"
@@ -40,7 +41,7 @@ const (
 // services is PID 1's part that runs containers: the reaper that leaves
 // PID 1's own children to their owners, the supervisor and the API.
 type services struct {
-	reaper *supervise.Reaper
+	reaper *reap.Reaper
 	// sv is nil until the supervisor runs.
 	sv atomic.Pointer[supervise.Supervisor]
 	// firstRun logs when the first service runs (boot timing).
@@ -52,7 +53,7 @@ type services struct {
 }
 
 func newServices() *services {
-	return &services{reaper: supervise.NewReaper(), modSet: sync.OnceValues(func() (*kmod.Set, error) {
+	return &services{reaper: reap.New(), modSet: sync.OnceValues(func() (*kmod.Set, error) {
 		var uts unix.Utsname
 		if err := unix.Uname(&uts); err != nil {
 			return nil, fmt.Errorf("uname: %w", err)

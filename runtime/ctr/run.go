@@ -7,17 +7,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"cairn.dev/cairn/runtime/container"
 	"cairn.dev/cairn/runtime/image"
 	"cairn.dev/cairn/runtime/logs"
 	"cairn.dev/cairn/runtime/network"
+	"cairn.dev/cairn/runtime/rundir"
 )
 
 // runIO is where a running container's output goes besides its log file.
@@ -87,8 +86,8 @@ func runContainer(ctx context.Context, m *Meta, rio runIO) (exit container.ExitS
 	if err != nil {
 		return exit, err
 	}
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := mountOverlay(dir, lowers); err != nil {
+	rootfs, err := rundir.MountRootfs(dir, lowers)
+	if err != nil {
 		return exit, fmt.Errorf("container %s: %w", m.ID, err)
 	}
 
@@ -129,7 +128,7 @@ func runContainer(ctx context.Context, m *Meta, rio runIO) (exit container.ExitS
 		spec.Linux.Namespaces = removeNS(spec.Linux.Namespaces, specs.NetworkNamespace)
 	} else {
 		nsPath = filepath.Join(dir, "netns")
-		if err := newNetNS(nsPath); err != nil {
+		if err := rundir.NewNetNS(nsPath); err != nil {
 			return exit, fmt.Errorf("container %s: %w", m.ID, err)
 		}
 		for i := range spec.Linux.Namespaces {
@@ -236,7 +235,7 @@ func teardown(ctx context.Context, m *Meta) error {
 		}
 	}
 	for _, p := range []string{"netns", "rootfs"} {
-		if err := unmountAll(filepath.Join(dir, p)); err != nil {
+		if err := rundir.UnmountAll(filepath.Join(dir, p)); err != nil {
 			errs = append(errs, fmt.Errorf("container %s: %w", m.ID, err))
 		}
 	}
@@ -247,97 +246,12 @@ func teardown(ctx context.Context, m *Meta) error {
 // mounted in it any more (RemoveAll must never walk into a mount).
 func removeDir(dir string) error {
 	for _, p := range []string{"netns", "rootfs"} {
-		if mounted, err := isMountpoint(filepath.Join(dir, p)); err != nil || mounted {
+		if mounted, err := rundir.IsMountpoint(filepath.Join(dir, p)); err != nil || mounted {
 			return fmt.Errorf("remove %s: %s is still mounted (%v)", dir, p, err)
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", dir, err)
-	}
-	return nil
-}
-
-func isMountpoint(p string) (bool, error) {
-	var st, parent unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(p), &parent); err != nil {
-		return false, err
-	}
-	return st.Dev != parent.Dev, nil
-}
-
-func unmountAll(p string) error {
-	for i := 0; i < 8; i++ {
-		mounted, err := isMountpoint(p)
-		if err != nil || !mounted {
-			return err
-		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("unmount %s: %w", p, err)
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted", p)
-}
-
-// mountOverlay mounts dir/rootfs from the image's layers (top first) with
-// dir/upper and dir/work.
-func mountOverlay(dir string, lowers []string) error {
-	if len(lowers) == 0 {
-		return errors.New("the image has no layers")
-	}
-	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	for _, p := range append([]string{upper, work}, lowers...) {
-		if strings.ContainsAny(p, ",:\\") {
-			return fmt.Errorf("overlay: path %q contains a character overlayfs options cannot carry", p)
-		}
-	}
-	data := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work
-	if len(data) >= os.Getpagesize()-1 {
-		return fmt.Errorf("overlay: %d layers make the mount options longer than a page", len(lowers))
-	}
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
-		return fmt.Errorf("mount overlay on %s: %w", rootfs, err)
-	}
-	return nil
-}
-
-// newNetNS creates a network namespace and bind-mounts it on path. The
-// unshare happens on a locked thread that is never unlocked, so the Go
-// runtime discards that thread and no other goroutine runs in the new
-// namespace.
-func newNetNS(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
-	if err != nil {
-		return fmt.Errorf("netns file: %w", err)
-	}
-	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare netns: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind netns: %w", err)
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		_ = os.Remove(path)
-		return err
 	}
 	return nil
 }
