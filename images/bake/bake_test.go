@@ -645,20 +645,7 @@ func TestRootfsOwners(t *testing.T) {
 		"usr/share/cairn/os.yaml": &fstest.MapFile{Data: []byte("name: x\n"), Mode: 0o644},
 		"sbin/init":               &fstest.MapFile{Data: []byte("init"), Mode: 0o755},
 	}
-	root := Mount(base, RootPath, res.FS())
-	out := filepath.Join(t.TempDir(), "root.erofs")
-	if _, err := rootfs.Build(context.Background(), root, out, rootfs.Options{BuildTime: time.Unix(1, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	efs, err := erofs.Open(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	efs := buildErofs(t, t.TempDir(), Mount(base, RootPath, res.FS()))
 	d, _ := img.Digest()
 	tree := RootPath + "/rootfs/" + d.Hex
 	for _, c := range []struct {
@@ -701,6 +688,26 @@ func TestRootfsOwners(t *testing.T) {
 	if err != nil || len(ents) != 2 {
 		t.Errorf("usr/share/cairn: %v, %v", ents, err)
 	}
+}
+
+// buildErofs builds root as dir/root.erofs and opens it; the file is
+// closed when the test ends.
+func buildErofs(t *testing.T, dir string, root fs.FS) fs.FS {
+	t.Helper()
+	out := filepath.Join(dir, "root.erofs")
+	if _, err := rootfs.Build(context.Background(), root, out, rootfs.Options{BuildTime: time.Unix(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	efs, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return efs
 }
 
 // capNetRaw is a security.capability value (VFS_CAP_REVISION_2, permitted
@@ -796,20 +803,7 @@ func bakeNonRoot(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := Mount(fstest.MapFS{"usr/share/cairn/os.yaml": &fstest.MapFile{Data: []byte("name: x\n"), Mode: 0o644}}, RootPath, res.FS())
-	out := filepath.Join(dir, "root.erofs")
-	if _, err := rootfs.Build(context.Background(), root, out, rootfs.Options{BuildTime: time.Unix(1, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	efs, err := erofs.Open(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	efs := buildErofs(t, dir, Mount(fstest.MapFS{"usr/share/cairn/os.yaml": &fstest.MapFile{Data: []byte("name: x\n"), Mode: 0o644}}, RootPath, res.FS()))
 	tree := RootPath + "/" + res.Images[0].Rootfs
 	for _, c := range []struct {
 		path, data string

@@ -5,12 +5,17 @@
 package testhost
 
 import (
+	"bufio"
 	"debug/elf"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // unavailable skips t, or fails it in CI.
@@ -86,6 +91,88 @@ func BusyboxRoot(t testing.TB, dir string, applets ...string) {
 	for _, app := range applets {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", app)); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Guest is the full cairn-init, built once per test binary into a
+// temporary directory, with a symlink to it under each of Links. Declare
+// one per package and call Main from TestMain to remove it afterwards.
+type Guest struct {
+	Links []string
+
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// Dir builds the guest on first use and returns the directory holding
+// cairn-init and its links.
+func (g *Guest) Dir(t testing.TB) string {
+	t.Helper()
+	g.once.Do(func() {
+		dir, err := os.MkdirTemp("", "cairn-guest-test-")
+		if err != nil {
+			g.err = err
+			return
+		}
+		g.dir = dir
+		if _, g.err = BuildGuest(dir); g.err != nil {
+			return
+		}
+		for _, l := range g.Links {
+			if g.err = os.Symlink("cairn-init", filepath.Join(dir, l)); g.err != nil {
+				return
+			}
+		}
+	})
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	return g.dir
+}
+
+// Main runs the tests, removes the guest if it was built and exits.
+func (g *Guest) Main(m *testing.M) {
+	code := m.Run()
+	if g.dir != "" {
+		_ = os.RemoveAll(g.dir)
+	}
+	os.Exit(code)
+}
+
+// PtyLines reads lines from a pty master, without their trailing \r,
+// until it closes.
+func PtyLines(master io.Reader) <-chan string {
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(master)
+		for sc.Scan() {
+			lines <- strings.TrimRight(sc.Text(), "\r")
+		}
+		close(lines)
+	}()
+	return lines
+}
+
+// ReadUntil consumes lines until one equals want; it fails t if they end
+// first or none comes within 20 seconds.
+func ReadUntil(t testing.TB, lines <-chan string, want string) {
+	t.Helper()
+	var seen []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("pty closed before %q; saw %q", want, seen)
+			}
+			if l == want {
+				return
+			}
+			seen = append(seen, l)
+		case <-timeout:
+			t.Fatalf("no %q on the pty; saw %q", want, seen)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"strings"
@@ -10,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"cairn.dev/cairn/internal/testhost"
 )
 
 // consolePair returns the runtime's end of a console socket and a channel
@@ -44,30 +45,7 @@ func talk(t *testing.T, master *os.File, input, want string) {
 			t.Fatal(err)
 		}
 	}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(master)
-		for sc.Scan() {
-			lines <- strings.TrimRight(sc.Text(), "\r")
-		}
-		close(lines)
-	}()
-	var seen []string
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("pty closed before %q; saw %q", want, seen)
-			}
-			if l == want {
-				return
-			}
-			seen = append(seen, l)
-		case <-timeout:
-			t.Fatalf("no %q on the pty; saw %q", want, seen)
-		}
-	}
+	testhost.ReadUntil(t, testhost.PtyLines(master), want)
 }
 
 func TestTerminal(t *testing.T) {

@@ -295,18 +295,8 @@ func (r *Runtime) Exec(ctx context.Context, id string, p *specs.Process, pio IO)
 			_, _ = cmd.Process.Wait()
 		}
 	}()
-	for _, f := range closeAfterStart {
-		f.Close()
-	}
-	closeAfterStart = nil
-	cfgR.Close()
-	statusW.Close()
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		return nil, fmt.Errorf("container %s: exec: send config: %w", id, err)
-	}
-	cfgW.Close()
 	// The status pipe closes on exec (CLOEXEC) or carries the error.
-	msg, err := readStatus(ctx, statusR)
+	msg, err := handOff(ctx, &closeAfterStart, cfgR, cfgW, statusR, statusW, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: exec: %w", id, err)
 	}

@@ -343,20 +343,7 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, opts 
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
 	})
-	for _, f := range closeAfterStart {
-		f.Close()
-	}
-	closeAfterStart = nil
-	cfgR.Close()
-	statusW.Close()
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		return fmt.Errorf("container %s: send config: %w", id, err)
-	}
-	if !cfg.HookSync {
-		cfgW.Close()
-	}
-
-	msg, err := readStatus(ctx, statusR)
+	msg, err := handOff(ctx, &closeAfterStart, cfgR, cfgW, statusR, statusW, cfg)
 	if err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}
@@ -519,6 +506,26 @@ func (p *proc) setupIO(io_ IO) ([3]*os.File, []*os.File, error) {
 		}
 	}
 	return files, closeAfter, nil
+}
+
+// handOff runs once the stage has started: it closes the parent's copies
+// of the child's ends (closeAfterStart, cfgR, statusW), sends cfg on cfgW
+// and reads the stage's first status message. With cfg.HookSync cfgW stays
+// open for the hook handshake.
+func handOff(ctx context.Context, closeAfterStart *[]*os.File, cfgR, cfgW, statusR, statusW *os.File, cfg *stageConfig) (stageMsg, error) {
+	for _, f := range *closeAfterStart {
+		f.Close()
+	}
+	*closeAfterStart = nil
+	cfgR.Close()
+	statusW.Close()
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		return stageMsg{}, fmt.Errorf("send config: %w", err)
+	}
+	if !cfg.HookSync {
+		cfgW.Close()
+	}
+	return readStatus(ctx, statusR)
 }
 
 func readStatus(ctx context.Context, r *os.File) (stageMsg, error) {

@@ -113,20 +113,27 @@ func (r *Runtime) saveState(s *State) error {
 
 // procStart returns field 22 (starttime) of /proc/PID/stat.
 func procStart(pid int) (uint64, error) {
+	_, start, err := procStat(pid)
+	return start, err
+}
+
+// procStat returns fields 3 (state) and 22 (starttime) of /proc/PID/stat.
+func procStat(pid int) (byte, uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// comm (field 2) may contain spaces and parens: split after the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, errors.New("malformed stat")
+		return 0, 0, errors.New("malformed stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 20 {
-		return 0, errors.New("malformed stat")
+		return 0, 0, errors.New("malformed stat")
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], start, err
 }
 
 // alive reports whether the state's process still exists (and is not a
@@ -135,16 +142,8 @@ func (s *State) alive() bool {
 	if s.Pid <= 0 {
 		return false
 	}
-	st, err := procStart(s.Pid)
-	if err != nil || st != s.PidStart {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+	state, start, err := procStat(s.Pid)
+	return err == nil && start == s.PidStart && state != 'Z'
 }
 
 // currentStatus derives the live status from the persisted state.

@@ -13,7 +13,6 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,36 +29,14 @@ import (
 	"cairn.dev/cairn/runtime/cgroup"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { guest.Main(m) }
 
-var built struct {
-	sync.Once
-	dir string
-	err error
-}
+var guest testhost.Guest
 
 // binary builds the real cairn-init once per test run.
 func binary(t *testing.T) string {
 	t.Helper()
-	built.Do(func() {
-		dir, err := os.MkdirTemp("", "cairn-ctr-test-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		_, built.err = testhost.BuildGuest(dir)
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return filepath.Join(built.dir, "cairn-init")
+	return filepath.Join(guest.Dir(t), "cairn-init")
 }
 
 // busyboxLayout writes an OCI layout with one busybox image named ref.

@@ -1,7 +1,6 @@
 package ociruntime
 
 import (
-	"bufio"
 	"encoding/json"
 	"net"
 	"os"
@@ -9,10 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"cairn.dev/cairn/internal/testhost"
 	"cairn.dev/cairn/runtime/container"
 )
 
@@ -50,39 +49,6 @@ func consoleListener(t *testing.T) (string, <-chan *os.File) {
 	return path, ch
 }
 
-// ptyLines reads lines from a pty master until it closes.
-func ptyLines(master *os.File) <-chan string {
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(master)
-		for sc.Scan() {
-			lines <- strings.TrimRight(sc.Text(), "\r")
-		}
-		close(lines)
-	}()
-	return lines
-}
-
-func readUntil(t *testing.T, lines <-chan string, want string) {
-	t.Helper()
-	var seen []string
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("pty closed before %q; saw %q", want, seen)
-			}
-			if l == want {
-				return
-			}
-			seen = append(seen, l)
-		case <-timeout:
-			t.Fatalf("no %q on the pty; saw %q", want, seen)
-		}
-	}
-}
-
 func TestConsoleSocket(t *testing.T) {
 	e := newEnv(t)
 	bundle := e.bundle("sh", "-c", `[ -t 0 ] && echo tty-ok; read l; echo "got:$l"; exec sleep 100`)
@@ -108,13 +74,13 @@ func TestConsoleSocket(t *testing.T) {
 	pid := e.state(id).Pid
 	master := <-masters
 	defer master.Close()
-	lines := ptyLines(master)
+	lines := testhost.PtyLines(master)
 	e.mustRun("start", id)
-	readUntil(t, lines, "tty-ok")
+	testhost.ReadUntil(t, lines, "tty-ok")
 	if _, err := master.WriteString("hello\n"); err != nil {
 		t.Fatal(err)
 	}
-	readUntil(t, lines, "got:hello")
+	testhost.ReadUntil(t, lines, "got:hello")
 
 	pidFile := filepath.Join(t.TempDir(), "exec.pid")
 	if out, err := e.detached("exec", "--tty", "--console-socket", sockPath, "-d", "--pid-file", pidFile, id, "sh", "-c", "[ -t 1 ] && echo exec-tty-ok; sleep 100"); err != nil {
@@ -122,7 +88,7 @@ func TestConsoleSocket(t *testing.T) {
 	}
 	m2 := <-masters
 	defer m2.Close()
-	readUntil(t, ptyLines(m2), "exec-tty-ok")
+	testhost.ReadUntil(t, testhost.PtyLines(m2), "exec-tty-ok")
 
 	b, _ = os.ReadFile(pidFile)
 	execPid, _ := strconv.Atoi(string(b))

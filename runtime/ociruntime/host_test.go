@@ -20,40 +20,15 @@ import (
 	"cairn.dev/cairn/runtime/cgroup"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { guest.Main(m) }
 
-// built is the real guest binary, built once per test run, linked as
+// guest is the real guest binary, built once per test run, linked as
 // cairn-runtime.
-var built struct {
-	sync.Once
-	dir string
-	err error
-}
+var guest = testhost.Guest{Links: []string{"cairn-runtime"}}
 
 func runtimeBinary(t *testing.T) string {
 	t.Helper()
-	built.Do(func() {
-		dir, err := os.MkdirTemp("", "cairn-runtime-test-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		if _, built.err = testhost.BuildGuest(dir); built.err != nil {
-			return
-		}
-		built.err = os.Symlink("cairn-init", filepath.Join(dir, "cairn-runtime"))
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return filepath.Join(built.dir, "cairn-runtime")
+	return filepath.Join(guest.Dir(t), "cairn-runtime")
 }
 
 // makeRootfs builds a busybox rootfs in dir.

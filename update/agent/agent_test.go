@@ -69,6 +69,22 @@ func newE2E(t *testing.T) *e2e {
 	return e
 }
 
+// builtFrom10 publishes 1.0 and sets the machine up as built from it: slot
+// A and its UKI. It returns the data every version derives from, 1.0's root
+// image and its UKI.
+func (e *e2e) builtFrom10() (base []byte, v1 rootImage, uki []byte) {
+	t := e.t
+	t.Helper()
+	base = randomData(42, 2<<20)
+	v1 = e.publish("1.0", base, 0)
+	e.disk.writeSlot(t, "A", v1.data)
+	uki = mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks})
+	if err := os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), uki, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return base, v1, uki
+}
+
 type countingWriter struct {
 	http.ResponseWriter
 	n int64
@@ -301,11 +317,8 @@ func (d *orderedDev) WriteAt(p []byte, off int64) (int, error) {
 
 func TestAgentEndToEnd(t *testing.T) {
 	e := newE2E(t)
-	base := randomData(42, 2<<20)
-	v1 := e.publish("1.0", base, 0)
 	// The machine was built from 1.0: slot A and its UKI, blessed.
-	e.disk.writeSlot(t, "A", v1.data)
-	os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks}), 0o644)
+	base, _, _ := e.builtFrom10()
 	e.disk.slots["B"].Dev = &orderedDev{Device: e.disk.slots["B"].Dev, t: t, esp: e.disk.ukiDir(), slot: e.disk.slots["B"]}
 	e.disk.slots["A"].Dev = &orderedDev{Device: e.disk.slots["A"].Dev, t: t, esp: e.disk.ukiDir(), slot: e.disk.slots["A"]}
 
@@ -464,11 +477,7 @@ func TestAgentHostileRepository(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			e := newE2E(t)
-			base := randomData(42, 2<<20)
-			v1 := e.publish("1.0", base, 0)
-			e.disk.writeSlot(t, "A", v1.data)
-			bootedUKI := mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks})
-			os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), bootedUKI, 0o644)
+			base, v1, bootedUKI := e.builtFrom10()
 			e.publish("2.0", base, 1<<20)
 			tt.edit(t, e)
 			lines, rebooted := e.boot(machine{version: "1.0", slot: "A"})
@@ -521,10 +530,7 @@ func TestAgentTrialWhateverTheState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			e := newE2E(t)
-			base := randomData(42, 2<<20)
-			v1 := e.publish("1.0", base, 0)
-			e.disk.writeSlot(t, "A", v1.data)
-			os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks}), 0o644)
+			base, _, _ := e.builtFrom10()
 			e.publish("2.0", base, 1<<20)
 			if _, rebooted := e.boot(machine{version: "1.0", slot: "A"}); !rebooted {
 				t.Fatal("no update")
@@ -556,10 +562,7 @@ func TestAgentTrialWhateverTheState(t *testing.T) {
 // rollback with the stage "boot".
 func TestAgentBootCountingFallback(t *testing.T) {
 	e := newE2E(t)
-	base := randomData(42, 2<<20)
-	v1 := e.publish("1.0", base, 0)
-	e.disk.writeSlot(t, "A", v1.data)
-	os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks}), 0o644)
+	base, _, _ := e.builtFrom10()
 	e.publish("2.0", base, 1<<20)
 	if _, rebooted := e.boot(machine{version: "1.0", slot: "A"}); !rebooted {
 		t.Fatal("no update")
@@ -591,10 +594,7 @@ func TestAgentBootCountingFallback(t *testing.T) {
 // (and says so) until the lease is free.
 func TestAgentWaitsForLease(t *testing.T) {
 	e := newE2E(t)
-	base := randomData(42, 2<<20)
-	v1 := e.publish("1.0", base, 0)
-	e.disk.writeSlot(t, "A", v1.data)
-	os.WriteFile(filepath.Join(e.disk.ukiDir(), "cairn-1.0.efi"), mkUKI(ukiParams{"1.0", "A", uuidA, v1.rootHash, v1.salt, v1.blocks}), 0o644)
+	base, _, _ := e.builtFrom10()
 	e.publish("2.0", base, 1<<20)
 	other := &API{URL: e.srv.URL, ID: "other-machine", Group: "default"}
 	ctx := context.Background()
