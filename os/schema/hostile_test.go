@@ -4,35 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"cairn.dev/cairn/update/agent"
 )
-
-// checkWindow must accept exactly what the update agent's parser accepts.
-func checkWindowMatchesAgent(t *testing.T, s string) {
-	t.Helper()
-	_, err := agent.ParseWindow(s, time.UTC)
-	if got, want := checkWindow(s) == "", err == nil; got != want {
-		t.Errorf("checkWindow(%q) accepts: %v, agent.ParseWindow: %v (%v)", s, got, want, err)
-	}
-}
-
-func TestWindowMatchesAgent(t *testing.T) {
-	for _, s := range []string{
-		"Sat,Sun 02:00-04:00", "Mon-Fri 23:30-00:30", "03:00-03:15", "Fri-Mon 01:00-02:00", "sat 02:00-04:00",
-		"", "Sat", "02:00", "02:00-02:00", "24:00-01:00", "01:60-02:00", "Sam 02:00-03:00", "Sat,,Sun 02:00-03:00",
-		"Sat, Sun 02:00-03:00", "Mon-Fri-Sat 01:00-02:00", "2:00-3:00", "Sat 02:00-04:00 x", strings.Repeat("Mon,", 40) + "Mon 01:00-02:00",
-	} {
-		checkWindowMatchesAgent(t, s)
-	}
-}
-
-func FuzzWindow(f *testing.F) {
-	f.Add("Sat,Sun 02:00-04:00")
-	f.Add("Mon-Fri 23:30-00:30")
-	f.Fuzz(checkWindowMatchesAgent)
-}
 
 func TestHostileInput(t *testing.T) {
 	head := "name: a\nversion: 1\n"

@@ -2,24 +2,15 @@ package schema
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"reflect"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // LoadMachine reads, parses and validates the machine config at path.
 func LoadMachine(path string) (*Machine, error) {
-	f, err := os.Open(path)
+	data, err := readFile(path, "machine config")
 	if err != nil {
-		return nil, fmt.Errorf("read machine config: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read machine config %s: %w", path, err)
+		return nil, err
 	}
 	return ParseMachine(path, data)
 }
@@ -31,26 +22,12 @@ func LoadMachine(path string) (*Machine, error) {
 // docker-archive:, or pull_policy build) is baked into the OS image is
 // checked by OS.Merge. The error, if any, is of type Errors.
 func ParseMachine(name string, data []byte) (*Machine, error) {
-	if len(data) > MaxFileSize {
-		return nil, Errors{{File: name, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{syntaxError(name, err)}
-	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil, Errors{{File: name, Msg: "file is empty"}}
-	}
-	d := &decoder{file: name, nodes: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	m := &Machine{Source: name}
-	d.decode(doc.Content[0], reflect.ValueOf(m).Elem(), "", 0)
-	if len(d.errs) == 0 {
-		validateMachine(m, d)
+	nodes, err := parseDoc(name, data, m, func(d *decoder) { validateMachine(m, d) })
+	if err != nil {
+		return nil, err
 	}
-	if len(d.errs) > 0 {
-		return nil, d.sorted()
-	}
-	m.nodes = d.nodes
+	m.nodes = nodes
 	return m, nil
 }
 
@@ -91,15 +68,6 @@ func (o *OS) Merge(m *Machine) (*OS, error) {
 	}
 	mm := deepCopy(m)
 	var errs Errors
-	posErr := func(file string, nodes map[string]*yaml.Node, field, msg string) Error {
-		e := Error{File: file, Field: field, Msg: msg}
-		if nodes != nil {
-			if n := (&decoder{nodes: nodes}).at(field); n != nil {
-				e.Line, e.Column = n.Line, n.Column
-			}
-		}
-		return e
-	}
 	fromMachine := func(field string) bool {
 		rest, ok := strings.CutPrefix(field, "services.")
 		if !ok {
@@ -112,13 +80,14 @@ func (o *OS) Merge(m *Machine) (*OS, error) {
 		_, ok = mm.Services[name]
 		return ok
 	}
+	// bad reports a problem at its position in m's file or in o's.
 	bad := func(field, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
+		d := &decoder{file: o.Source, nodes: o.nodes}
 		if fromMachine(field) {
-			errs = append(errs, posErr(mm.Source, mm.nodes, field, msg))
-		} else {
-			errs = append(errs, posErr(o.Source, o.nodes, field, msg))
+			d = &decoder{file: mm.Source, nodes: mm.nodes}
 		}
+		d.bad(field, format, args...)
+		errs = append(errs, d.errs...)
 	}
 
 	if mm.Hostname != "" {

@@ -78,14 +78,9 @@ type File struct {
 
 // Load reads, parses and validates the OS file at path.
 func Load(path string) (*OS, error) {
-	f, err := os.Open(path)
+	data, err := readFile(path, "OS file")
 	if err != nil {
-		return nil, fmt.Errorf("read OS file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read OS file %s: %w", path, err)
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -94,6 +89,35 @@ func Load(path string) (*OS, error) {
 // error messages and to resolve relative paths. The error, if any, is of type
 // Errors and lists every problem found.
 func Parse(name string, data []byte) (*OS, error) {
+	o := &OS{Source: name}
+	nodes, err := parseDoc(name, data, o, func(d *decoder) { validate(o, d) })
+	if err != nil {
+		return nil, err
+	}
+	o.nodes = nodes
+	return o, nil
+}
+
+// readFile reads the file at path, at most MaxFileSize+1 bytes (enough
+// for parseDoc to refuse a larger one); what names it in errors.
+func readFile(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
+	}
+	return data, nil
+}
+
+// parseDoc decodes the YAML document data into v, a pointer to a struct,
+// and when that succeeds checks it with validate. It returns the YAML
+// nodes by field path, or Errors sorted by position; name is the file
+// they name.
+func parseDoc(name string, data []byte, v any, validate func(*decoder)) (map[string]*yaml.Node, error) {
 	if len(data) > MaxFileSize {
 		return nil, Errors{{File: name, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}
 	}
@@ -105,14 +129,12 @@ func Parse(name string, data []byte) (*OS, error) {
 		return nil, Errors{{File: name, Msg: "file is empty"}}
 	}
 	d := &decoder{file: name, nodes: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
-	o := &OS{Source: name}
-	d.decode(doc.Content[0], reflect.ValueOf(o).Elem(), "", 0)
+	d.decode(doc.Content[0], reflect.ValueOf(v).Elem(), "", 0)
 	if len(d.errs) == 0 {
-		validate(o, d)
+		validate(d)
 	}
 	if len(d.errs) > 0 {
 		return nil, d.sorted()
 	}
-	o.nodes = d.nodes
-	return o, nil
+	return d.nodes, nil
 }

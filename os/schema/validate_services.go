@@ -162,14 +162,7 @@ func validateService(n string, s *Service, d *decoder, machine bool) {
 		d.errorf(d.keys[f], f, "service name %q %s", n, serviceNameRule)
 	}
 	s.PullPolicy = checkImageAndPull(s.Image, s.PullPolicy, machine, bad)
-	if s.NetworkMode == "" {
-		s.NetworkMode = NetworkBridge
-	}
-	switch s.NetworkMode {
-	case NetworkBridge, NetworkHost, NetworkNone:
-	default:
-		bad(".network_mode", "%q is not bridge, host or none", s.NetworkMode)
-	}
+	s.NetworkMode = checkNetworkMode(s.NetworkMode, bad)
 
 	s.Ports = nil
 	for i, p := range s.PortsRaw {
@@ -280,6 +273,19 @@ func validateService(n string, s *Service, d *decoder, machine bool) {
 			bad(".sysctls."+k, "the value contains a NUL byte or a new line")
 		}
 	}
+}
+
+// checkNetworkMode checks a network_mode and returns it with the default,
+// bridge, filled in.
+func checkNetworkMode(mode string, bad func(string, string, ...any)) string {
+	switch mode {
+	case "":
+		return NetworkBridge
+	case NetworkBridge, NetworkHost, NetworkNone:
+	default:
+		bad(".network_mode", "%q is not bridge, host or none", mode)
+	}
+	return mode
 }
 
 // checkImageAndPull checks image and pull_policy and returns the policy
@@ -643,14 +649,7 @@ func validateOnboot(list []Onboot, services map[string]Service, d *decoder) {
 		o.PullPolicy = checkImageAndPull(o.Image, o.PullPolicy, false, bad)
 		o.Volumes = parseVolumes(o.VolumesRaw, ".volumes", bad)
 		checkUser(o.User, ".user", bad)
-		if o.NetworkMode == "" {
-			o.NetworkMode = NetworkBridge
-		}
-		switch o.NetworkMode {
-		case NetworkBridge, NetworkHost, NetworkNone:
-		default:
-			bad(".network_mode", "%q is not bridge, host or none", o.NetworkMode)
-		}
+		o.NetworkMode = checkNetworkMode(o.NetworkMode, bad)
 		if o.Timeout == 0 {
 			o.Timeout = DefaultOnbootTimeout
 		}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"cairn.dev/cairn/update/window"
 )
 
 // Update defaults and limits.
@@ -88,8 +90,8 @@ func validateUpdate(u *Update, d *decoder) {
 		bad(".reboot.strategy", "%q is not immediate, window or fleetlock", r.Strategy)
 	}
 	if r.Window != "" {
-		if msg := checkWindow(r.Window); msg != "" {
-			bad(".reboot.window", "%s", msg)
+		if _, err := window.Parse(r.Window); err != nil {
+			bad(".reboot.window", "%s", err)
 		}
 	}
 	if r.Timezone != "" && !validTimezone(r.Timezone) {
@@ -144,54 +146,6 @@ func validTimezone(s string) bool {
 	return true
 }
 
-// checkWindow checks a maintenance window with update/agent.ParseWindow's
-// syntax, "[DAYS ]HH:MM-HH:MM" where DAYS is a comma-separated list of
-// three-letter day names or ranges of them ("Sat,Sun", "Mon-Fri").
-func checkWindow(s string) string {
-	if len(s) > 128 {
-		return fmt.Sprintf("%d bytes, at most 128", len(s))
-	}
-	fields := strings.Fields(s)
-	var span string
-	switch len(fields) {
-	case 1:
-		span = fields[0]
-	case 2:
-		span = fields[1]
-		for _, part := range strings.Split(fields[0], ",") {
-			a, b, isRange := strings.Cut(part, "-")
-			if !isDay(a) || isRange && !isDay(b) {
-				return fmt.Sprintf("%q: %q is not a day or range of days such as Sat or Mon-Fri", s, part)
-			}
-		}
-	default:
-		return fmt.Sprintf("%q is not \"[DAYS ]HH:MM-HH:MM\" such as \"Sat,Sun 02:00-04:00\"", s)
-	}
-	a, b, ok := strings.Cut(span, "-")
-	if !ok || !isClock(a) || !isClock(b) {
-		return fmt.Sprintf("%q: %q is not HH:MM-HH:MM", s, span)
-	}
-	if a == b {
-		return fmt.Sprintf("%q is empty (it starts when it ends)", s)
-	}
-	return ""
-}
-
-func isDay(s string) bool {
-	switch strings.ToLower(s) {
-	case "sun", "mon", "tue", "wed", "thu", "fri", "sat":
-		return true
-	}
-	return false
-}
-
-func isClock(s string) bool {
-	if len(s) != 5 || s[2] != ':' || !allOf(s[:2]+s[3:], isDigit) {
-		return false
-	}
-	return s[:2] <= "23" && s[3:] <= "59"
-}
-
 // CheckFiles checks, on the build machine, the files the OS file names
 // relative to itself: update.root must exist and be a TUF root
 // ({"signed": {"_type": "root", ...}}), oci-layout: directories must hold an
@@ -200,22 +154,9 @@ func isClock(s string) bool {
 // has a time zone database. Parse and Load do not look at these files, because PID 1 loads
 // the installed copy of the OS file, away from them. The error is Errors.
 func (o *OS) CheckFiles() error {
-	var errs Errors
+	d := &decoder{file: o.Source, nodes: o.nodes}
+	bad := d.bad
 	dir := filepath.Dir(o.Source)
-	pos := func(field string) Error {
-		e := Error{File: o.Source, Field: field}
-		if o.nodes != nil {
-			if n := (&decoder{nodes: o.nodes}).at(field); n != nil {
-				e.Line, e.Column = n.Line, n.Column
-			}
-		}
-		return e
-	}
-	bad := func(field, format string, args ...any) {
-		e := pos(field)
-		e.Msg = fmt.Sprintf(format, args...)
-		errs = append(errs, e)
-	}
 	rel := func(p string) string {
 		if filepath.IsAbs(p) {
 			return p
@@ -262,8 +203,8 @@ func (o *OS) CheckFiles() error {
 			bad(fmt.Sprintf("files[%d].source", i), "%s is not a readable file (err %v)", f.Source, err)
 		}
 	}
-	if len(errs) > 0 {
-		return errs
+	if len(d.errs) > 0 {
+		return d.errs
 	}
 	return nil
 }
