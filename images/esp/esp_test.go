@@ -267,10 +267,11 @@ func TestShortNames(t *testing.T) {
 	}
 }
 
-// tinyImage builds a small volume (below the FAT32 cluster minimum; the
-// reader accepts it) for hostile-input tests and fuzz seeds.
+// tinyImage builds the smallest kind of FAT32 volume (just above the FAT32
+// cluster minimum, with one sector per cluster) for hostile-input tests and
+// fuzz seeds.
 func tinyImage(t testing.TB) []byte {
-	const size = 128 << 10
+	const size = 33 << 20
 	g, ok := geometryFor(size/sectorSize, 1)
 	if !ok {
 		t.Fatal("no geometry")
@@ -283,34 +284,44 @@ func tinyImage(t testing.TB) []byte {
 	if err := build(&buf, size, g, files, mtime); err != nil {
 		t.Fatal(err)
 	}
-	return buf.b
+	if g.clusters < minClusters || int64(len(buf.b)) > size {
+		t.Fatalf("%d clusters in %d bytes", g.clusters, len(buf.b))
+	}
+	return append(buf.b, make([]byte, size-int64(len(buf.b)))...)
 }
 
 func TestReadHostile(t *testing.T) {
 	good := tinyImage(t)
 	le := binary.LittleEndian
-	mut := func(f func(b []byte)) []byte {
-		b := bytes.Clone(good)
-		f(b)
-		return b
+	// Images are made when their case runs: each is tens of MiB.
+	mut := func(f func(b []byte)) func() []byte {
+		return func() []byte {
+			b := bytes.Clone(good)
+			f(b)
+			return b
+		}
 	}
+	same := func(b []byte) func() []byte { return func() []byte { return b } }
 	g, _ := geometryFor(uint32(len(good)/sectorSize), 1)
 	fatOff := int64(reservedSectors) * sectorSize
 	// The BOOTX64.EFI chain starts at cluster 5 (root=2, EFI=3, BOOT=4).
 	tests := []struct {
 		name string
-		img  []byte
+		img  func() []byte
 		size int64
 		path string
 		want string
 	}{
-		{"ok", good, int64(len(good)), "EFI/BOOT/BOOTX64.EFI", ""},
-		{"empty", nil, 0, "x", "invalid volume region"},
-		{"truncated", good[:3000], int64(len(good)), "EFI/BOOT/BOOTX64.EFI", "unexpected EOF"},
+		{"ok", same(good), int64(len(good)), "EFI/BOOT/BOOTX64.EFI", ""},
+		{"empty", same(nil), 0, "x", "invalid volume region"},
+		{"truncated", same(good[:3000]), int64(len(good)), "EFI/BOOT/BOOTX64.EFI", "unexpected EOF"},
 		{"no signature", mut(func(b []byte) { b[510] = 0 }), int64(len(good)), "x", "signature"},
 		{"bad sector size", mut(func(b []byte) { le.PutUint16(b[11:], 100) }), int64(len(good)), "x", "bytes per sector"},
 		{"zero spc", mut(func(b []byte) { b[13] = 0 }), int64(len(good)), "x", "sectors per cluster"},
-		{"FAT16", mut(func(b []byte) { le.PutUint16(b[22:], 4) }), int64(len(good)), "x", "not a FAT32"},
+		// The cluster count makes this FAT32, which has no fixed root directory.
+		{"FAT32 with a fixed root", mut(func(b []byte) { le.PutUint16(b[17:], 16) }), int64(len(good)), "x", "FAT32 volume (66495 clusters) with 16 root directory entries"},
+		// A FAT32-shaped boot sector with too few clusters is FAT12.
+		{"too few clusters for FAT32", mut(func(b []byte) { le.PutUint32(b[32:], 4096) }), int64(len(good)), "x", "FAT12 volume"},
 		{"huge volume", mut(func(b []byte) { le.PutUint32(b[32:], 0xFFFFFFFF) }), int64(len(good)), "x", "volume claims"},
 		{"huge FAT", mut(func(b []byte) { le.PutUint32(b[36:], 0x7FFFFFFF) }), int64(len(good)), "x", "beyond the volume"},
 		{"bad root", mut(func(b []byte) { le.PutUint32(b[44:], 0xFFFFFF) }), int64(len(good)), "x", "root cluster"},
@@ -321,13 +332,13 @@ func TestReadHostile(t *testing.T) {
 			off := g.clusterOff(4) + 2*dirEntrySize // BOOT dir: ., .., then BOOTX64.EFI
 			le.PutUint32(b[off+28:], 0xFFFFFFF0)
 		}), int64(len(good)), "EFI/BOOT/BOOTX64.EFI", "more than the volume"},
-		{"dotdot", good, int64(len(good)), "EFI/../EFI/BOOT/BOOTX64.EFI", "not allowed"},
-		{"file as dir", good, int64(len(good)), "EFI/BOOT/BOOTX64.EFI/x", "not a directory"},
-		{"dir as file", good, int64(len(good)), "EFI/BOOT", "is a directory"},
+		{"dotdot", same(good), int64(len(good)), "EFI/../EFI/BOOT/BOOTX64.EFI", "not allowed"},
+		{"file as dir", same(good), int64(len(good)), "EFI/BOOT/BOOTX64.EFI/x", "not a directory"},
+		{"dir as file", same(good), int64(len(good)), "EFI/BOOT", "is a directory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadFile(bytes.NewReader(tc.img), 0, tc.size, tc.path)
+			_, err := ReadFile(bytes.NewReader(tc.img()), 0, tc.size, tc.path)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -343,9 +354,10 @@ func TestReadHostile(t *testing.T) {
 
 func FuzzReadFile(f *testing.F) {
 	good := tinyImage(f)
+	used := bytes.TrimRight(good, "\x00") // the volume's used part; read whole with size 1<<30
 	f.Add(good[:8192], "EFI/BOOT/BOOTX64.EFI")
-	f.Add(good, "EFI/Linux/cairn-1+3.efi")
-	f.Add(good, "")
+	f.Add(used, "EFI/Linux/cairn-1+3.efi")
+	f.Add(used, "")
 	f.Fuzz(func(t *testing.T, img []byte, p string) {
 		r := bytes.NewReader(img)
 		for _, size := range []int64{int64(len(img)), 1 << 30} {
@@ -356,4 +368,65 @@ func FuzzReadFile(f *testing.F) {
 			_, _ = ListDir(r, 0, size, p)
 		}
 	})
+}
+
+// TestReadFAT1216 reads FAT12 and FAT16 volumes made by mkfs.vfat and
+// mtools: the fixed root directory, subdirectories and 12/16-bit chains.
+func TestReadFAT1216(t *testing.T) {
+	for _, tool := range []string{"mkfs.vfat", "mmd", "mcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	long := bytes.Repeat([]byte("0123456789abcdef"), 2000) // spans many clusters
+	for _, tc := range []struct {
+		fat, kib string
+		want     int
+	}{{"12", "1440", FAT12}, {"16", "20000", FAT16}} {
+		t.Run("FAT"+tc.fat, func(t *testing.T) {
+			dir := t.TempDir()
+			img, src := filepath.Join(dir, "img"), filepath.Join(dir, "src")
+			if err := os.WriteFile(src, long, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"mkfs.vfat", "-C", "-F", tc.fat, "-n", "TESTLABEL", img, tc.kib},
+				{"mmd", "-i", img, "::/Sub Dir"},
+				{"mcopy", "-i", img, src, "::/Sub Dir/a long file name.bin"},
+				{"mcopy", "-i", img, src, "::/ROOT.BIN"},
+			} {
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v: %s", args, err, out)
+				}
+			}
+			b, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, size := bytes.NewReader(b), int64(len(b))
+			if typ, label, err := Probe(r); err != nil || typ != tc.want || label != "TESTLABEL" {
+				t.Fatalf("Probe = %d, %q, %v", typ, label, err)
+			}
+			if got, err := ReadFile(r, 0, size, "sub dir/A LONG FILE NAME.bin"); err != nil || !bytes.Equal(got, long) {
+				t.Fatalf("ReadFile: %d bytes, %v", len(got), err)
+			}
+			ents, err := ListDir(r, 0, size, "/")
+			if err != nil || len(ents) != 2 || ents[0] != (Entry{Name: "Sub Dir", IsDir: true}) || ents[1] != (Entry{Name: "ROOT.BIN", Size: int64(len(long))}) {
+				t.Fatalf("ListDir = %+v, %v", ents, err)
+			}
+			if got, err := ReadRootFile(r, 0, size, "root.bin", int64(len(long)), 1<<20); err != nil || !bytes.Equal(got, long) {
+				t.Fatalf("ReadRootFile: %d bytes, %v", len(got), err)
+			}
+			if _, err := ReadRootFile(r, 0, size, "root.bin", int64(len(long))-1, 1<<20); err == nil || !strings.Contains(err.Error(), "more than") {
+				t.Fatalf("ReadRootFile over the limit: %v", err)
+			}
+			for _, name := range []string{"missing", "sub dir"} { // a directory is not a file
+				if _, err := ReadRootFile(r, 0, size, name, 1<<20, 1<<20); !IsNotExist(err) {
+					t.Fatalf("ReadRootFile(%q): %v, want not found", name, err)
+				}
+			}
+		})
+	}
 }

@@ -1,4 +1,4 @@
-// Package esp writes and reads FAT32 EFI system partition images.
+// Package esp writes FAT32 EFI system partition images and reads FAT volumes.
 //
 // Build is a small FAT32 writer for a known file set: it lays out all
 // directories and files contiguously, writes VFAT long file names, fixed
@@ -7,8 +7,11 @@
 // is an ordinary FAT32 volume: Linux vfat and UEFI firmware (systemd-boot's
 // boot counting renames) can modify it later.
 //
-// ReadFile and ListDir read files from a FAT32 image (for example the ESP
-// region of a disk image). They are written for untrusted input.
+// ReadFile, ListDir, ReadRootFile and Probe read FAT12/16/32 volumes (for
+// example the ESP region of a disk image, or a config drive in PID 1). They
+// are written for untrusted input: every read lies inside the volume, a
+// cluster chain is followed at most once around (loops are refused), and
+// directories and files are size-capped.
 package esp
 
 import (

@@ -3,7 +3,6 @@ package provision
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"cairn.dev/cairn/images/esp"
 )
 
 // Config drive labels. A vfat label holds at most 11 characters, so a vfat
@@ -84,98 +85,17 @@ func cleanLabel(b []byte) string {
 	return s
 }
 
-// maxRootScan bounds how much of a FAT root directory is read for its
-// volume-label entry.
-const maxRootScan = 64 << 10
-
-// probeFAT parses the BIOS parameter block the way the FAT specification
-// determines the FAT type (by the count of clusters).
+// probeFAT probes a FAT boot sector with images/esp's reader.
 func probeFAT(r io.ReaderAt) (string, string, error) {
-	bs := make([]byte, 512)
-	if err := readAt(r, bs, 0); err != nil {
-		if errors.Is(err, io.EOF) {
-			return "", "", nil
-		}
-		return "", "", fmt.Errorf("read at byte offset 0: %w", err)
+	t, label, err := esp.Probe(r)
+	if err != nil {
+		return "", "", err
 	}
-	if (bs[0] != 0xEB && bs[0] != 0xE9) || bs[510] != 0x55 || bs[511] != 0xAA {
-		return "", "", nil
-	}
-	le16 := func(o int) uint64 { return uint64(binary.LittleEndian.Uint16(bs[o:])) }
-	le32 := func(o int) uint64 { return uint64(binary.LittleEndian.Uint32(bs[o:])) }
-	bps, spc, rsvd, nfats, rootEnt := le16(11), uint64(bs[13]), le16(14), uint64(bs[16]), le16(17)
-	tot, fatsz := le16(19), le16(22)
-	if tot == 0 {
-		tot = le32(32)
-	}
-	if fatsz == 0 {
-		fatsz = le32(36)
-	}
-	pow2 := func(v uint64) bool { return v != 0 && v&(v-1) == 0 }
-	if bps < 512 || bps > 4096 || !pow2(bps) || !pow2(spc) || spc > 128 || rsvd == 0 || nfats == 0 || tot == 0 || fatsz == 0 {
-		return "", "", nil
-	}
-	rootSecs := (rootEnt*32 + bps - 1) / bps
-	meta := rsvd + nfats*fatsz + rootSecs
-	if meta >= tot {
-		return "", "", nil
-	}
-	clusters := (tot - meta) / spc
-	var typ string
-	switch {
-	case clusters < 4085:
-		typ = FAT12
-	case clusters < 65525:
-		typ = FAT16
-	default:
-		typ = FAT32
-	}
-	if (typ == FAT32) != (rootEnt == 0) {
-		return "", "", nil
-	}
-	label := ""
-	var rootOff, rootLen uint64
-	if typ == FAT32 {
-		if bs[66] == 0x29 {
-			label = cleanLabel(bs[71:82])
-		}
-		rootClus := le32(44)
-		if rootClus < 2 || rootClus-2 >= clusters {
-			return typ, label, nil
-		}
-		rootOff = (rsvd + nfats*fatsz + (rootClus-2)*spc) * bps
-		rootLen = spc * bps
-	} else {
-		if bs[38] == 0x29 {
-			label = cleanLabel(bs[43:54])
-		}
-		rootOff = (rsvd + nfats*fatsz) * bps
-		rootLen = rootEnt * 32
-	}
-	rootLen = min(rootLen, maxRootScan)
-	dir := make([]byte, rootLen)
-	if err := readAt(r, dir, int64(rootOff)); err != nil {
-		if errors.Is(err, io.EOF) {
-			return typ, label, nil
-		}
-		return "", "", fmt.Errorf("read at byte offset %d: %w", rootOff, err)
-	}
-	for i := 0; i+32 <= len(dir); i += 32 {
-		e := dir[i : i+32]
-		if e[0] == 0 {
-			break
-		}
-		attr := e[11]
-		if e[0] == 0xE5 || attr&0x0F == 0x0F || attr&0x18 != 0x08 {
-			continue // deleted, long-name part, or not a volume label
-		}
-		if l := cleanLabel(e[0:11]); l != "" {
-			label = l
-		}
-		break
-	}
-	return typ, label, nil
+	return fatTypes[t], label, nil
 }
+
+// fatTypes names esp's FAT types ("" for none).
+var fatTypes = map[int]string{esp.FAT12: FAT12, esp.FAT16: FAT16, esp.FAT32: FAT32}
 
 // isConfigLabel reports whether a file system label or GPT partition name
 // marks a config drive.
@@ -314,15 +234,18 @@ func readDriveFileBounded(ctx context.Context, f io.ReaderAt, size int64, typ st
 
 // ReadDriveFile reads config.yaml from the root directory of a FAT12/16/32
 // or iso9660 file system of size bytes in r, with the bounded readers of
-// fsread.go (a malformed or hostile file system yields an error, never
+// images/esp and fsread.go (a malformed or hostile file system yields an error, never
 // unbounded work).
 func ReadDriveFile(r io.ReaderAt, size int64, typ string) ([]byte, error) {
-	d := device{r: r, size: size}
 	switch typ {
 	case FAT12, FAT16, FAT32:
-		return readFATFile(d, typ)
+		b, err := esp.ReadRootFile(r, 0, size, DriveFile, MaxConfigSize, maxDirBytes)
+		if esp.IsNotExist(err) {
+			return nil, errNoConfig
+		}
+		return b, err
 	case ISO9660:
-		return readISOFile(d)
+		return readISOFile(device{r: r, size: size})
 	}
 	return nil, fmt.Errorf("unsupported file system %q", typ)
 }

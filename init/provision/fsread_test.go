@@ -126,7 +126,7 @@ func TestReadDriveFileHostileFAT(t *testing.T) {
 			binary.LittleEndian.PutUint32(b[ent+28:], MaxConfigSize+1)
 			return b
 		}, "more than"},
-		{"truncated image", func(b []byte) []byte { return b[:len(b)/2] }, "larger than its device"},
+		{"truncated image", func(b []byte) []byte { return b[:len(b)/2] }, "volume claims 1474560 bytes, region has 737280"},
 		{"truncated in the data", func(b []byte) []byte {
 			// The boot sector claims only what is left; the file's
 			// clusters are beyond it.
