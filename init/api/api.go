@@ -22,13 +22,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"cairn.dev/cairn/init/supervise"
+	"cairn.dev/cairn/internal/signame"
 )
 
 // SocketPath is where PID 1 serves the API.
@@ -135,20 +135,11 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	if s == "" {
 		return syscall.SIGTERM, nil
 	}
-	if n, err := strconv.Atoi(s); err == nil {
-		if n < 1 || n > 64 {
-			return 0, fmt.Errorf("query signal=%q: signal number out of range 1-64", s)
-		}
-		return syscall.Signal(n), nil
+	sig, err := signame.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("query signal=%q: %w", s, err)
 	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("query signal=%q: unknown signal", s)
+	return sig, nil
 }
 
 // serviceName checks the {name} path value.

@@ -76,7 +76,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1/services/web/kill?signal=KILL", 200, "", func(f *fakeBackend) bool { return f.sig == syscall.SIGKILL }},
 		{"POST", "/v1/services/web/kill?signal=15", 200, "", func(f *fakeBackend) bool { return f.sig == syscall.SIGTERM }},
 		{"POST", "/v1/services/web/kill?signal=BOGUS", 400, "unknown signal", nil},
-		{"POST", "/v1/services/web/kill?signal=99", 400, "out of range", nil},
+		{"POST", "/v1/services/web/kill?signal=99", 400, "invalid signal number 99", nil},
 		{"POST", "/v1/reboot", 202, "reboot requested", func(f *fakeBackend) bool { return f.power == "reboot" }},
 		{"POST", "/v1/poweroff", 202, "", func(f *fakeBackend) bool { return f.power == "poweroff" }},
 		{"GET", "/v1/reboot", 405, "", nil},

@@ -186,6 +186,7 @@ func TestServiceErrors(t *testing.T) {
 		{"pids huge", svc("    resources: {pids: 99999999999999999999999}\n"), []string{"services.s.resources.pids: expected a whole number"}},
 		{"signal", svc("    stop_signal: SIGFOO\n"), []string{"\"SIGFOO\" is not a signal"}},
 		{"signal number", svc("    stop_signal: 65\n"), []string{"\"65\" is not a signal"}},
+		{"signal real-time", svc("    stop_signal: RTMIN+31\n"), []string{"\"RTMIN+31\" is not a signal"}},
 		{"user", svc("    user: \"a:b:c\"\n"), []string{"is not NAME, UID"}},
 		{"working dir", svc("    working_dir: x\n"), []string{"services.s.working_dir"}},
 		{"hostname", svc("    hostname: a_b\n"), []string{"services.s.hostname"}},

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"cairn.dev/cairn/internal/signame"
 )
 
 // Pull policies.
@@ -227,7 +229,7 @@ func validateService(n string, s *Service, d *decoder, machine bool) {
 	if s.StopSignal != "" {
 		name, num, ok := parseSignal(s.StopSignal)
 		if !ok {
-			bad(".stop_signal", "%q is not a signal name or number such as SIGTERM, TERM or 15", s.StopSignal)
+			bad(".stop_signal", "%q is not a signal name or number such as SIGTERM, TERM, 15 or SIGRTMIN+3", s.StopSignal)
 		} else {
 			s.StopSignal, s.StopSignalNumber = name, num
 		}
@@ -503,36 +505,14 @@ func parseSize(s string) (int64, string) {
 	return n * mult, ""
 }
 
-// signals are Linux's standard signals on x86_64.
-var signals = map[string]int{
-	"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
-	"KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
-	"STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22,
-	"URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29,
-	"POLL": 29, "PWR": 30, "SYS": 31,
-}
-
-// parseSignal accepts "SIGTERM", "TERM" or "15" (1-64) and returns the
-// canonical "SIGTERM" form (or the number as written for a real-time
-// signal) and the number.
+// parseSignal accepts a signal name or number as runc does ("SIGTERM",
+// "TERM", "15", "SIGRTMIN+3") and returns its canonical name and number.
 func parseSignal(s string) (string, int, bool) {
-	if allOf(s, isDigit) && len(s) <= 2 && s != "" {
-		n, _ := strconv.Atoi(s)
-		if n < 1 || n > 64 {
-			return "", 0, false
-		}
-		for k, v := range signals {
-			if v == n && k != "IOT" && k != "POLL" {
-				return "SIG" + k, n, true
-			}
-		}
-		return s, n, true
+	sig, err := signame.Parse(s)
+	if err != nil {
+		return "", 0, false
 	}
-	u := strings.TrimPrefix(strings.ToUpper(s), "SIG")
-	if n, ok := signals[u]; ok {
-		return "SIG" + u, n, true
-	}
-	return "", 0, false
+	return signame.Name(sig), int(sig), true
 }
 
 // checkUser: "name", "uid", "name:group" or "uid:gid".

@@ -24,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"cairn.dev/cairn/internal/signame"
 	"cairn.dev/cairn/runtime/caps"
 	"cairn.dev/cairn/runtime/cgroup"
 	"cairn.dev/cairn/runtime/seccomp"
@@ -944,12 +945,12 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	return nil
 }
 
+// signalByName parses a stop signal as an image or a spec annotation
+// writes it ("SIGTERM", "TERM", "9", "SIGRTMIN+3"); 0 if it is not one.
 func signalByName(s string) int {
-	for i := 1; i < 65; i++ {
-		n := unix.SignalName(syscall.Signal(i))
-		if n != "" && (n == s || n == "SIG"+s) {
-			return i
-		}
+	sig, err := signame.Parse(s)
+	if err != nil {
+		return 0
 	}
-	return 0
+	return int(sig)
 }

@@ -17,15 +17,13 @@
 package ociruntime
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"cairn.dev/cairn/internal/signame"
 )
 
 // DefaultRoot is the state directory when --root is not given.
@@ -243,7 +241,7 @@ func parseArgs(args []string) (*invocation, error) {
 	case "kill":
 		inv.Signal = syscall.SIGTERM
 		if len(pos) > 1 {
-			sig, err := ParseSignal(pos[1])
+			sig, err := signame.Parse(pos[1])
 			if err != nil {
 				return inv, usagef("kill: %v", err)
 			}
@@ -259,51 +257,4 @@ func parseArgs(args []string) (*invocation, error) {
 		}
 	}
 	return inv, nil
-}
-
-// ParseSignal parses a signal as runc does: a number (1-64), a name with or
-// without the SIG prefix, in any case ("TERM", "sigkill", "SIGRTMIN+3").
-func ParseSignal(s string) (syscall.Signal, error) {
-	if s == "" {
-		return 0, errors.New("empty signal")
-	}
-	if n, err := strconv.Atoi(s); err == nil {
-		if n < 1 || n > 64 {
-			return 0, fmt.Errorf("invalid signal number %d", n)
-		}
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if rt, ok := strings.CutPrefix(name, "SIGRTMIN"); ok {
-		return rtSignal(s, rt, 34, 1)
-	}
-	if rt, ok := strings.CutPrefix(name, "SIGRTMAX"); ok {
-		return rtSignal(s, rt, 64, -1)
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q", s)
-}
-
-// rtSignal parses the "+N"/"-N" after SIGRTMIN/SIGRTMAX.
-func rtSignal(orig, off string, base, dir int) (syscall.Signal, error) {
-	if off == "" {
-		return syscall.Signal(base), nil
-	}
-	want := "+"
-	if dir < 0 {
-		want = "-"
-	}
-	if off[:1] != want {
-		return 0, fmt.Errorf("unknown signal %q", orig)
-	}
-	n, err := strconv.Atoi(off[1:])
-	if err != nil || n < 0 || n > 30 || off[1:] != strconv.Itoa(n) {
-		return 0, fmt.Errorf("unknown signal %q", orig)
-	}
-	return syscall.Signal(base + dir*n), nil
 }

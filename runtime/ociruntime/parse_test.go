@@ -9,43 +9,6 @@ import (
 	"time"
 )
 
-func TestParseSignal(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want syscall.Signal
-		err  bool
-	}{
-		{"TERM", syscall.SIGTERM, false},
-		{"SIGTERM", syscall.SIGTERM, false},
-		{"sigkill", syscall.SIGKILL, false},
-		{"kill", syscall.SIGKILL, false},
-		{"9", syscall.SIGKILL, false},
-		{"15", syscall.SIGTERM, false},
-		{"HUP", syscall.SIGHUP, false},
-		{"USR1", syscall.SIGUSR1, false},
-		{"SIGRTMIN", 34, false},
-		{"RTMIN+3", 37, false},
-		{"SIGRTMAX-2", 62, false},
-		{"64", 64, false},
-		{"0", 0, true},
-		{"65", 0, true},
-		{"-1", 0, true},
-		{"", 0, true},
-		{"SIG", 0, true},
-		{"NOPE", 0, true},
-		{"RTMIN+31", 0, true},
-		{"RTMIN-1", 0, true},
-		{"RTMAX+1", 0, true},
-		{"RTMIN+03", 0, true},
-		{"RTMIN+", 0, true},
-	} {
-		got, err := ParseSignal(tc.in)
-		if (err != nil) != tc.err || got != tc.want {
-			t.Errorf("ParseSignal(%q) = %d, %v; want %d, err %v", tc.in, got, err, tc.want, tc.err)
-		}
-	}
-}
-
 func TestParseArgs(t *testing.T) {
 	for _, tc := range []struct {
 		args  []string
@@ -167,18 +130,6 @@ func TestFormatLog(t *testing.T) {
 	if s := string(formatLog("text", "error", `bad "thing"`, now)); s != `time="2026-01-02T03:04:05Z" level=error msg="bad \"thing\""`+"\n" {
 		t.Fatalf("text log: %q", s)
 	}
-}
-
-func FuzzParseSignal(f *testing.F) {
-	for _, s := range []string{"TERM", "9", "SIGRTMIN+3", "RTMAX-0", "", "SIG", "+1", "RTMIN+99999999999999999999"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		sig, err := ParseSignal(s)
-		if err == nil && (sig < 1 || sig > 64) {
-			t.Fatalf("ParseSignal(%q) = %d", s, sig)
-		}
-	})
 }
 
 func FuzzParseConfig(f *testing.F) {
