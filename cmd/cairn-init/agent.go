@@ -23,6 +23,7 @@ import (
 	"cairn.dev/cairn/init/bootcount"
 	"cairn.dev/cairn/init/bootinfo"
 	"cairn.dev/cairn/init/cmdline"
+	"cairn.dev/cairn/init/etc"
 	"cairn.dev/cairn/os/schema"
 	"cairn.dev/cairn/update/agent"
 	"cairn.dev/cairn/update/fetch"
@@ -122,11 +123,10 @@ func runAgent(ctx context.Context, osFile, dir string, logLine func(string)) (re
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", agentCmdline, err)
 	}
-	idb, err := os.ReadFile(agentIDFile)
-	if err != nil {
-		return false, fmt.Errorf("machine id: %w", err)
+	machineID, ok := etc.LoadMachineID(agentIDFile)
+	if !ok {
+		return false, fmt.Errorf("machine id: %s is missing or not a machine id", agentIDFile)
 	}
-	machineID := strings.TrimSpace(string(idb))
 	if info.Disk == "" {
 		return false, fmt.Errorf("%s names no disk", bootinfo.Path)
 	}
@@ -166,7 +166,7 @@ func runAgent(ctx context.Context, osFile, dir string, logLine func(string)) (re
 	if jitter <= 0 {
 		jitter = interval / 10
 	}
-	if d, ok := intervalOverride(string(raw)); ok {
+	if d, ok := intervalOverride(cmd.Args); ok {
 		// Test-only knob (the OS file allows no less than 1m): the QEMU
 		// scenarios check every few seconds while they swap repositories.
 		interval, jitter = d, 0
@@ -317,19 +317,16 @@ func parseRate(s string) (int64, error) {
 // of init's environment).
 const cmdlineInterval = "cairn_test.update_interval"
 
-// intervalOverride reads cairn_test.update_interval= from a kernel command line
-// (a Go duration of at least one second).
-func intervalOverride(cmdline string) (time.Duration, bool) {
-	for _, f := range strings.Fields(cmdline) {
-		v, ok := strings.CutPrefix(f, cmdlineInterval+"=")
-		if !ok {
-			continue
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Second {
-			return 0, false
-		}
-		return d, true
+// intervalOverride reads cairn_test.update_interval= from the kernel
+// command line's arguments (a Go duration of at least one second).
+func intervalOverride(args map[string]string) (time.Duration, bool) {
+	v, ok := args[cmdlineInterval]
+	if !ok {
+		return 0, false
 	}
-	return 0, false
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		return 0, false
+	}
+	return d, true
 }

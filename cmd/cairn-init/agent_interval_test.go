@@ -5,6 +5,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"cairn.dev/cairn/init/cmdline"
 )
 
 func TestIntervalOverride(t *testing.T) {
@@ -20,7 +22,11 @@ func TestIntervalOverride(t *testing.T) {
 		{"cairn_test.update_interval=soon", 0, false},
 		{"xcairn_test.update_interval=5s", 0, false},
 	} {
-		got, ok := intervalOverride(c.cmdline)
+		p, err := cmdline.Parse(c.cmdline)
+		if err != nil {
+			t.Fatalf("%q: %v", c.cmdline, err)
+		}
+		got, ok := intervalOverride(p.Args)
 		if got != c.want || ok != c.ok {
 			t.Errorf("intervalOverride(%q) = %v, %v; want %v, %v", c.cmdline, got, ok, c.want, c.ok)
 		}
