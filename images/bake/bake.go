@@ -15,8 +15,10 @@
 package bake
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -207,12 +209,48 @@ func (b *baker) add(ctx context.Context, out layout.Path, res *Result, done map[
 		}
 		done[d] = bi
 	}
-	if err := out.AppendImage(img, layout.WithAnnotations(map[string]string{
+	if err := appendWithoutLayers(out, img, map[string]string{
 		refAnnotation: r.Raw, rootfsAnnotation: bi.Rootfs,
-	})); err != nil {
+	}); err != nil {
 		return Image{}, fmt.Errorf("write layout: %w", err)
 	}
 	return bi, nil
+}
+
+// appendWithoutLayers writes img's manifest and config into the layout and
+// lists the manifest in index.json with annotations. The layer blobs are
+// left out on purpose: the flattened tree next to them is what PID 1 uses,
+// and the compressed layers would only repeat it (for the web example, 2.4
+// MiB of the 31 MiB compressed disk image). Manifest and config keep their
+// digests, so the image stays identified by its manifest digest.
+func appendWithoutLayers(out layout.Path, img v1.Image, annotations map[string]string) error {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return fmt.Errorf("manifest media type: %w", err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return fmt.Errorf("config digest: %w", err)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := out.WriteBlob(cfgName, io.NopCloser(bytes.NewReader(cfg))); err != nil {
+		return fmt.Errorf("config blob: %w", err)
+	}
+	if err := out.WriteBlob(d, io.NopCloser(bytes.NewReader(raw))); err != nil {
+		return fmt.Errorf("manifest blob: %w", err)
+	}
+	return out.AppendDescriptor(v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: d, Annotations: annotations})
 }
 
 func blobSize(img v1.Image) (int64, error) {

@@ -191,15 +191,43 @@ func checkTwoLayers(t *testing.T, res *Result, ref string, want v1.Hash) {
 	if d.Digest != want || d.Annotations[refAnnotation] != ref || d.Annotations[rootfsAnnotation] != rootfsDir {
 		t.Fatalf("index descriptor = %+v", d)
 	}
-	// The layout itself is valid and holds the image.
+	// The layout holds the image's manifest and config, digests correct,
+	// and no layer blob: the flattened tree replaces them.
 	p, err := layout.FromPath(res.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if img, err := p.Image(want); err != nil {
+	img, err := p.Image(want)
+	if err != nil {
 		t.Fatal(err)
-	} else if _, err := img.Layers(); err != nil {
+	}
+	if got, err := img.Digest(); err != nil || got != want {
+		t.Fatalf("manifest digest = %v, %v; want %s", got, err, want)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
 		t.Fatal(err)
+	}
+	if raw, err := img.RawConfigFile(); err != nil {
+		t.Fatalf("config blob: %v", err)
+	} else if h, _, _ := v1.SHA256(bytes.NewReader(raw)); h != cfgName {
+		t.Fatalf("config blob hashes to %s, want %s", h, cfgName)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := os.ReadDir(filepath.Join(res.Dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blobs) != 2 {
+		t.Errorf("layout has %d blobs, want 2 (manifest, config)", len(blobs))
+	}
+	for _, l := range m.Layers {
+		if _, err := os.Stat(filepath.Join(res.Dir, "blobs", "sha256", l.Digest.Hex)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("layer blob %s is in the layout (%v); only the flattened tree should be", l.Digest, err)
+		}
 	}
 
 	fsys := res.FS()
