@@ -258,6 +258,12 @@ const loaderConf = "timeout 0\neditor no\nconsole-mode keep\n"
 func Cmdline(o *schema.OS, slot, partUUID string, v rootfs.Verity) string {
 	args := []string{
 		"console=ttyS0", "panic=1", "quiet",
+		// Page-sized per-CPU units instead of the 2 MiB ones of the
+		// default "embed" allocator: each per-CPU chunk after the
+		// first then carries a ~0.4 MiB memory-cgroup array instead
+		// of a 4 MiB one (one vCPU, 512 MiB: 3.8 MiB less memory in
+		// use once a container runs; no boot time change measured).
+		"percpu_alloc=page",
 		"cairn.slot=" + slot,
 		"cairn.version=" + o.Version,
 		"cairn.root=PARTUUID=" + partUUID,

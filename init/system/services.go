@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,9 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"cairn.dev/cairn/init/api"
 	"golang.org/x/sys/unix"
 
+	"cairn.dev/cairn/init/api"
 	"cairn.dev/cairn/init/bootinfo"
 	"cairn.dev/cairn/init/kmod"
 	"cairn.dev/cairn/init/reap"
@@ -120,6 +123,12 @@ func (p *pid1) startServices(ctx context.Context) {
 				if strings.Contains(line, ": running (pid ") {
 					s.firstRun.Do(func() {
 						logf("first service running t=%.3f", bootinfo.Now().Seconds())
+						// Start-up garbage (the OS file, the images'
+						// configs, netlink and nftables messages) is
+						// returned to the kernel now rather than by the
+						// background scavenger: ~1 MiB less memory in use
+						// while the first service comes up.
+						go debug.FreeOSMemory()
 						if p.debug {
 							time.AfterFunc(3*time.Second, func() { logf("debug: %s", memUsed()) })
 						}
@@ -289,5 +298,48 @@ func memUsed() string {
 			avail = n
 		}
 	}
-	return fmt.Sprintf("memory used %d MiB (MemTotal %d MiB - MemAvailable %d MiB) t=%.3f", (total-avail)>>10, total>>10, avail>>10, bootinfo.Now().Seconds())
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fmt.Sprintf("memory used %d MiB (MemTotal %d MiB - MemAvailable %d MiB) t=%.3f; anonymous memory by process: %s; PID 1's Go heap: in use %d KiB, idle %d KiB (released %d KiB), stacks %d KiB, runtime %d KiB, %d GCs",
+		(total-avail)>>10, total>>10, avail>>10, bootinfo.Now().Seconds(), anonByProcess(),
+		ms.HeapInuse>>10, ms.HeapIdle>>10, ms.HeapReleased>>10, ms.StackSys>>10, (ms.MSpanSys+ms.MCacheSys+ms.BuckHashSys+ms.GCSys+ms.OtherSys)>>10, ms.NumGC)
+}
+
+// anonByProcess lists the processes with anonymous memory (RssAnon), largest
+// first, as "name[pid] N KiB", for the cairn.debug memory line.
+func anonByProcess() string {
+	dirs, err := filepath.Glob("/proc/[0-9]*/status")
+	if err != nil {
+		return err.Error()
+	}
+	type proc struct {
+		name string
+		kib  int64
+	}
+	var ps []proc
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		var p proc
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 2 && f[0] == "Name:":
+				p.name = f[1] + "[" + strings.TrimSuffix(strings.TrimPrefix(d, "/proc/"), "/status") + "]"
+			case len(f) >= 2 && f[0] == "RssAnon:":
+				p.kib, _ = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+		if p.kib > 0 {
+			ps = append(ps, p)
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].kib > ps[j].kib })
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("%s %d KiB", p.name, p.kib)
+	}
+	return strings.Join(out, ", ")
 }
