@@ -28,9 +28,10 @@ type Sample struct {
 	WallToHTTP   float64            `json:"qemu_start_to_http_ms"`
 	KernelShare  float64            `json:"kernel_to_pid1_ms"`
 	WallExKernel float64            `json:"qemu_start_to_http_minus_kernel_ms"`
-	UserToHTTP   float64            `json:"user_space_start_to_http_ms"` // host clock: early line seen → HTTP 200
-	Firmware     float64            `json:"firmware_and_loader_ms"`      // host time of the early line minus the kernel share
-	MemUsedKiB   float64            `json:"mem_used_kib"`                // MemTotal - MemAvailable when the service first answered
+	UserToHTTP   float64            `json:"user_space_start_to_http_ms"`  // host clock: early line seen → HTTP 200
+	Firmware     float64            `json:"firmware_and_loader_ms"`       // host time of the early line minus the kernel share
+	ReadAt       float64            `json:"meminfo_read_at_ms,omitempty"` // kernel floor: guest CLOCK_BOOTTIME when /proc/meminfo was read
+	MemUsedKiB   float64            `json:"mem_used_kib"`                 // MemTotal - MemAvailable when the service first answered
 	MemTotalKiB  float64            `json:"mem_total_kib"`
 	Meminfo      map[string]float64 `json:"meminfo_kib,omitempty"` // breakdownFields, same moment
 	Error        string             `json:"error,omitempty"`

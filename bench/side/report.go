@@ -78,7 +78,9 @@ func summarise(samples []Sample, system string) Summary {
 	return sum
 }
 
-func ratios(c, p System) []Ratio {
+// ratios compares Cairn with the peer; with the kernel floor's median
+// memory in use (floorKiB > 0) it adds both systems' memory above it.
+func ratios(c, p System, floorKiB float64) []Ratio {
 	mk := func(fig, unit string, cv, pv, target float64) Ratio {
 		r := Ratio{Figure: fig, Unit: unit, Cairn: cv, Peer: pv, Target: target}
 		if pv > 0 && cv > 0 {
@@ -90,26 +92,41 @@ func ratios(c, p System) []Ratio {
 		}
 		return r
 	}
-	return []Ratio{
+	rs := []Ratio{
 		mk("QEMU start → first HTTP 200 (median)", "ms", c.Summary.WallToHTTP.Median, p.Summary.WallToHTTP.Median, 0),
 		mk("… without the kernel's share (median)", "ms", c.Summary.WallExKernel.Median, p.Summary.WallExKernel.Median, 0.25),
 		mk("kernel start → first user-space process (median)", "ms", c.Summary.KernelShare.Median, p.Summary.KernelShare.Median, 0),
 		mk("first user-space process → HTTP 200, host clock (median)", "ms", c.Summary.UserToHTTP.Median, p.Summary.UserToHTTP.Median, 0),
 		mk("firmware + systemd-boot, host clock (median)", "ms", c.Summary.Firmware.Median, p.Summary.Firmware.Median, 0),
-		mk("memory in use when the service answers (median)", "MiB", c.Summary.MemUsedKiB.Median/1024, p.Summary.MemUsedKiB.Median/1024, 0.5),
+		mk(memFigure, "MiB", c.Summary.MemUsedKiB.Median/1024, p.Summary.MemUsedKiB.Median/1024, 0.5),
 		mk("disk image, zstd -3", "MiB", mib(c.ImageZstd), mib(p.ImageZstd), 0.2),
 		mk("disk image, allocated (sparse)", "MiB", mib(c.ImageAlloc), mib(p.ImageAlloc), 0),
 		mk("disk image, apparent", "MiB", mib(c.ImageApparent), mib(p.ImageApparent), 0),
 		mk("root file system", "MiB", mib(c.RootFS), mib(p.RootFS), 0),
 	}
+	if floorKiB > 0 && c.Summary.MemUsedKiB.N > 0 && p.Summary.MemUsedKiB.N > 0 {
+		above := mk(aboveFloorFigure, "MiB", (c.Summary.MemUsedKiB.Median-floorKiB)/1024, (p.Summary.MemUsedKiB.Median-floorKiB)/1024, 0)
+		i := slices.IndexFunc(rs, func(r Ratio) bool { return r.Figure == memFigure })
+		rs = slices.Insert(rs, i+1, above)
+	}
+	return rs
 }
+
+const (
+	memFigure        = "memory in use when the service answers (median)"
+	aboveFloorFigure = "memory in use above the kernel floor (median)"
+)
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 	fmt.Fprintf(w, "## Cairn and a systemd + podman peer, side by side\n\n")
-	fmt.Fprintf(w, "%s, %s, %s, -accel tcg, 1 vCPU, %s, OVMF → systemd-boot, virtio disk (snapshot), user network; %d boots per system, alternating; whole run %.1f min.\n",
-		r.Date, r.Host, r.QEMU, r.Mem, r.Runs, took.Minutes())
+	floorRuns := ""
+	if r.Floor != nil {
+		floorRuns = fmt.Sprintf(", and %d of the kernel alone after each round", r.Runs)
+	}
+	fmt.Fprintf(w, "%s, %s, %s, -accel tcg, 1 vCPU, %s, OVMF → systemd-boot, virtio disk (snapshot), user network; %d boots per system, alternating%s; whole run %.1f min.\n",
+		r.Date, r.Host, r.QEMU, r.Mem, r.Runs, floorRuns, took.Minutes())
 	if r.PeerMet != nil {
 		fmt.Fprintf(w, "Peer: Debian 12 minbase + %s, kernel %s; the web image preloaded in podman's storage; warmed by one boot at build time (cache key %s). Memory is read from the web example's GET /meminfo on both systems; no other container runs.\n",
 			strings.Join(peer.Packages, ", "), r.PeerMet.Kernel, r.PeerMet.Key)
@@ -134,6 +151,17 @@ func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", x.Figure, num(x.Cairn, x.Unit), num(x.Peer, x.Unit), ratio, target)
 		}
 		fmt.Fprintln(w)
+		if r.Floor != nil {
+			memTarget := 0.0
+			for _, x := range r.Ratios {
+				if x.Figure == memFigure {
+					memTarget = x.Target
+				}
+			}
+			if note := floorNote(r.Floor.MemUsedKiB.Median/1024, r.Peer.Summary.MemUsedKiB.Median/1024, memTarget); note != "" {
+				fmt.Fprintf(w, "%s\n\n", note)
+			}
+		}
 	}
 	fmt.Fprintln(w, "| system | figure | median | min | max | n |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
@@ -163,6 +191,29 @@ func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 		}
 		fmt.Fprintf(w, "| %s | image apparent / allocated / zstd -3 | %.0f / %.1f / %.1f MiB | | | |\n", sys.Name, mib(sys.ImageApparent), mib(sys.ImageAlloc), mib(sys.ImageZstd))
 		fmt.Fprintf(w, "| %s | root file system (%s) | %.1f MiB | | | |\n", sys.Name, sys.RootFSNote, mib(sys.RootFS))
+	}
+	if f := r.Floor; f != nil {
+		for _, row := range []struct {
+			name string
+			st   Stat
+			unit string
+			div  float64
+		}{
+			{"kernel start → /init (guest clock)", f.KernelShare, "ms", 1},
+			{"kernel start → /proc/meminfo read (guest clock)", f.ReadAt, "ms", 1},
+			{"memory in use, kernel alone (floor)", f.MemUsedKiB, "MiB", 1024},
+			{"AnonPages (the Go /init's own)", f.AnonPagesKiB, "MiB", 1024},
+		} {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %d |\n", f.Name, row.name,
+				num(row.st.Median/row.div, row.unit), num(row.st.Min/row.div, row.unit), num(row.st.Max/row.div, row.unit), row.st.N)
+		}
+		if f.Failed > 0 {
+			fmt.Fprintf(w, "| %s | failed boots | %d | | | |\n", f.Name, f.Failed)
+		}
+		fmt.Fprintf(w, "| %s | initramfs (zstd newc: /init %.1f MiB, static Go) | %.1f MiB | | | |\n", f.Name, mib(f.InitBytes), mib(f.InitramfsBytes))
+	}
+	if mt := memTotals(r); mt != "" {
+		fmt.Fprintf(w, "\nMemTotal (median): %s.\n", mt)
 	}
 	writeBreakdown(w, r)
 	for _, k := range []string{"runtime", "update"} {
@@ -249,18 +300,23 @@ func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); retur
 // writeBreakdown prints the median of each /proc/meminfo breakdown field
 // per system, to show where the memory in use goes.
 func writeBreakdown(w io.Writer, r *Report) {
-	systems := []System{}
+	var systems []string
 	for _, sys := range []System{r.Cairn, r.Peer} {
 		if sys.Name != "" {
-			systems = append(systems, sys)
+			systems = append(systems, sys.Name)
 		}
 	}
 	if len(systems) == 0 {
 		return
 	}
-	fmt.Fprint(w, "\n/proc/meminfo when the service answers (median, MiB):\n\n| field |")
-	for _, sys := range systems {
-		fmt.Fprintf(w, " %s |", sys.Name)
+	when := "when the service answers"
+	if r.Floor != nil {
+		systems = append(systems, r.Floor.Name)
+		when += " (the kernel floor: when its /init reads it)"
+	}
+	fmt.Fprintf(w, "\n/proc/meminfo %s (median, MiB):\n\n| field |", when)
+	for _, name := range systems {
+		fmt.Fprintf(w, " %s |", name)
 	}
 	fmt.Fprint(w, "\n|---|")
 	for range systems {
@@ -269,10 +325,10 @@ func writeBreakdown(w io.Writer, r *Report) {
 	fmt.Fprintln(w)
 	for _, f := range breakdownFields {
 		fmt.Fprintf(w, "| %s |", f)
-		for _, sys := range systems {
+		for _, name := range systems {
 			var xs []float64
 			for _, s := range r.Samples {
-				if v, ok := s.Meminfo[f]; ok && s.System == sys.Name && s.Error == "" {
+				if v, ok := s.Meminfo[f]; ok && s.System == name && s.Error == "" {
 					xs = append(xs, v)
 				}
 			}
@@ -280,4 +336,31 @@ func writeBreakdown(w io.Writer, r *Report) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// memTotals lists each measured system's median MemTotal, to show that the
+// machines' memory maps match.
+func memTotals(r *Report) string {
+	var names []string
+	for _, sys := range []System{r.Cairn, r.Peer} {
+		if sys.Name != "" {
+			names = append(names, sys.Name)
+		}
+	}
+	if r.Floor != nil {
+		names = append(names, r.Floor.Name)
+	}
+	var parts []string
+	for _, name := range names {
+		var xs []float64
+		for _, s := range r.Samples {
+			if s.System == name && s.Error == "" && s.MemError == "" && s.MemTotalKiB > 0 {
+				xs = append(xs, s.MemTotalKiB)
+			}
+		}
+		if len(xs) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f kB", name, stat(xs).Median))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -105,7 +105,7 @@ func TestStatAndRatios(t *testing.T) {
 		t.Fatalf("summaries %+v %+v", c.Summary, p.Summary)
 	}
 	byFig := map[string]Ratio{}
-	for _, r := range ratios(c, p) {
+	for _, r := range ratios(c, p, 0) {
 		byFig[r.Figure] = r
 	}
 	ex := byFig["… without the kernel's share (median)"]
@@ -120,12 +120,15 @@ func TestStatAndRatios(t *testing.T) {
 	if z.Ratio != 0.1 || !*z.Met {
 		t.Fatalf("zstd ratio %+v", z)
 	}
+	if _, ok := byFig[aboveFloorFigure]; ok {
+		t.Fatalf("above-floor row without a floor")
+	}
 	root := byFig["root file system"]
 	if root.Ratio != 0 || root.Met != nil {
 		t.Fatalf("root ratio without data %+v", root)
 	}
 	var md bytes.Buffer
-	writeMarkdown(&md, &Report{Cairn: c, Peer: p, Ratios: ratios(c, p), Samples: samples}, 0)
+	writeMarkdown(&md, &Report{Cairn: c, Peer: p, Ratios: ratios(c, p, 0), Samples: samples}, 0)
 	for _, want := range []string{"| AnonPages | 1.0 MiB | – |", "| disk image, zstd -3 | 10.0 MiB | 100.0 MiB | 0.100 | ≤ 0.20 (met) |", "| c | failed boots | 1 |"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
@@ -179,6 +182,135 @@ func TestStripJSON(t *testing.T) {
 	} {
 		if got := stripJSON(in); got != want {
 			t.Errorf("stripJSON(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFloorCmdline(t *testing.T) {
+	for in, want := range map[string]string{
+		"console=ttyS0 panic=1 quiet cairn.slot=A cairn.version=1.0.0 cairn.root=PARTUUID=x": "console=ttyS0 panic=1 quiet",
+		"console=ttyS0  quiet cairn.slot=A mitigations=off":                                  "console=ttyS0 quiet mitigations=off",
+		"": "",
+	} {
+		if got := floorCmdline(in); got != want {
+			t.Errorf("floorCmdline(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseFloorConsole(t *testing.T) {
+	good := []string{"BdsDxe: loading Boot0001", "", floorStart + "1.234", floorBegin + "4.250",
+		"MemTotal:         475832 kB", "MemAvailable:     447000 kB", floorEnd, "reboot: Power down"}
+	tests := []struct {
+		name    string
+		lines   []string
+		start   float64
+		readAt  float64
+		meminfo string
+		wantErr string
+	}{
+		{"ok", good, 1.234, 4.25, "MemTotal:         475832 kB\nMemAvailable:     447000 kB\n", ""},
+		{"no end", good[:6], 0, 0, "", "no complete meminfo"},
+		{"no start", append([]string{}, good[3:]...), 0, 0, "", "no start line"},
+		{"bad time", []string{floorStart + "x", floorBegin + "1", floorEnd}, 0, 0, "", "bad console line"},
+		{"negative time", []string{floorStart + "1", floorBegin + "-1", floorEnd}, 0, 0, "", "bad console line"},
+		{"end before begin", []string{floorStart + "1", floorEnd, floorBegin + "2", "MemTotal: 1 kB", floorEnd}, 1, 2, "MemTotal: 1 kB\n", ""},
+		{"empty", nil, 0, 0, "", "no complete meminfo"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fc, err := parseFloorConsole(tc.lines)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || fc.start != tc.start || fc.readAt != tc.readAt || fc.meminfo != tc.meminfo {
+				t.Fatalf("got %+v, %v", fc, err)
+			}
+		})
+	}
+}
+
+func TestFloorNote(t *testing.T) {
+	tests := []struct {
+		floor, peer, target float64
+		want                []string
+	}{
+		{27.5, 57.6, 0.5, []string{"27.5 MiB in use: 0.48 × the peer's 57.6 MiB", "the 0.50 target (28.8 MiB) leaves 1.3 MiB for everything above the kernel."}},
+		{30, 50, 0.5, []string{"0.60 × the peer's 50.0 MiB", "the 0.50 target (25.0 MiB) is 5.0 MiB below the kernel's own floor"}},
+		{0, 50, 0.5, nil},
+		{20, 0, 0.5, nil},
+	}
+	for _, tc := range tests {
+		got := floorNote(tc.floor, tc.peer, tc.target)
+		if tc.want == nil {
+			if got != "" {
+				t.Errorf("floorNote(%v, %v) = %q, want none", tc.floor, tc.peer, got)
+			}
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("floorNote(%v, %v, %v) = %q, lacks %q", tc.floor, tc.peer, tc.target, got, w)
+			}
+		}
+	}
+}
+
+// TestFloorReport: the floor's samples are summarised apart, give the
+// above-the-floor row and appear in the Markdown and the breakdown.
+func TestFloorReport(t *testing.T) {
+	samples := []Sample{
+		{System: "c", WallToHTTP: 1000, MemUsedKiB: 40 << 10, MemTotalKiB: 475832},
+		{System: "p", WallToHTTP: 5000, MemUsedKiB: 60 << 10, MemTotalKiB: 475836},
+		{System: floorName, KernelShare: 1500, ReadAt: 4500, MemUsedKiB: 27 << 10, MemTotalKiB: 475832, Meminfo: map[string]float64{"AnonPages": 512}},
+		{System: floorName, KernelShare: 1700, ReadAt: 4700, MemUsedKiB: 29 << 10, MemTotalKiB: 475832, Meminfo: map[string]float64{"AnonPages": 1536}},
+		{System: floorName, Error: "boom"},
+	}
+	c := System{Name: "c", Summary: summarise(samples, "c")}
+	p := System{Name: "p", Summary: summarise(samples, "p")}
+	f := &Floor{Name: floorName, InitBytes: 1 << 20, InitramfsBytes: 512 << 10}
+	summariseFloor(f, samples, p.Summary.MemUsedKiB.Median)
+	if f.Failed != 1 || f.MemUsedKiB.Median != 28<<10 || f.MemUsedKiB.N != 2 || f.AnonPagesKiB.Median != 1024 ||
+		f.MemTotalKiB.Median != 475832 || f.KernelShare.Median != 1600 || f.ReadAt.Median != 4600 || f.PeerFraction != 28.0/60 {
+		t.Fatalf("floor summary %+v", f)
+	}
+	if summarise(samples, "c").MemUsedKiB.N != 1 {
+		t.Fatalf("floor samples leak into Cairn's summary")
+	}
+	rs := ratios(c, p, f.MemUsedKiB.Median)
+	var mem, above int
+	for i, r := range rs {
+		switch r.Figure {
+		case memFigure:
+			mem = i
+		case aboveFloorFigure:
+			above = i
+			if r.Cairn != 12 || r.Peer != 32 || r.Ratio != 12.0/32 || r.Target != 0 || r.Met != nil {
+				t.Fatalf("above-floor row %+v", r)
+			}
+		}
+	}
+	if above != mem+1 || rs[mem].Target != 0.5 {
+		t.Fatalf("rows: mem %d above %d (%+v)", mem, above, rs[mem])
+	}
+	var md bytes.Buffer
+	writeMarkdown(&md, &Report{Runs: 2, Cairn: c, Peer: p, Floor: f, Ratios: rs, Samples: samples}, 0)
+	for _, want := range []string{
+		"| memory in use above the kernel floor (median) | 12.0 MiB | 32.0 MiB | 0.375 |  |",
+		"| kernel alone (floor) | memory in use, kernel alone (floor) | 28.0 MiB | 27.0 MiB | 29.0 MiB | 2 |",
+		"| kernel alone (floor) | AnonPages (the Go /init's own) | 1.0 MiB | 0.5 MiB | 1.5 MiB | 2 |",
+		"| kernel alone (floor) | failed boots | 1 |",
+		"0.47 × the peer's 60.0 MiB; the 0.50 target (30.0 MiB) leaves 2.0 MiB for everything above the kernel.",
+		"MemTotal (median): c 475832 kB, p 475836 kB, kernel alone (floor) 475832 kB.",
+		"| field | c | p | kernel alone (floor) |",
+		"| AnonPages | – | – | 1.0 MiB |",
+		"and 2 of the kernel alone after each round",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
 	}
 }
