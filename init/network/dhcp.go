@@ -176,7 +176,7 @@ func waitCarrier(ctx context.Context, h *netlink.Handle, l netlink.Link, limit t
 		if err != nil {
 			return
 		}
-		if s := cur.Attrs().OperState; s == netlink.OperUp || s == netlink.OperUnknown {
+		if linkCarrier(cur.Attrs()) {
 			return
 		}
 		if !sleep(ctx, 20*time.Millisecond) {

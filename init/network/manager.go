@@ -398,6 +398,17 @@ func (m *Manager) checkOnline(h *netlink.Handle) {
 	}
 }
 
+// linkCarrier reports whether a link can carry traffic: the driver reports
+// carrier (IFF_LOWER_UP, set at once) or the operational state is up or
+// unknown. The operational state alone lags: the kernel's linkwatch updates
+// it at most once a second per device, so after `ip link set up` on a
+// virtio NIC probed a moment before it reads "down" for up to a second,
+// although the device's queue is already active and frames go out
+// (measured: DHCP bound ~0.9 s earlier at boot).
+func linkCarrier(a *netlink.LinkAttrs) bool {
+	return a.RawFlags&unix.IFF_LOWER_UP != 0 || a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown
+}
+
 // IsOnline reports whether a link that is up has a global address and a
 // default route.
 func IsOnline(h *netlink.Handle) (bool, error) {
@@ -408,7 +419,7 @@ func IsOnline(h *netlink.Handle) (bool, error) {
 	up := map[int]bool{}
 	for _, l := range ls {
 		a := l.Attrs()
-		if a.Flags&net.FlagUp != 0 && a.Flags&net.FlagLoopback == 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown) {
+		if a.Flags&net.FlagUp != 0 && a.Flags&net.FlagLoopback == 0 && linkCarrier(a) {
 			up[a.Index] = true
 		}
 	}

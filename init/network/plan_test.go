@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func ack(t testing.TB, yiaddr string, opts ...dhcpv4.Option) *dhcpv4.DHCPv4 {
@@ -234,4 +236,22 @@ func FuzzStaticPlan(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestLinkCarrier(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a    netlink.LinkAttrs
+		want bool
+	}{
+		{"oper up", netlink.LinkAttrs{OperState: netlink.OperUp}, true},
+		{"oper unknown (no carrier reporting)", netlink.LinkAttrs{OperState: netlink.OperUnknown}, true},
+		{"lower up, linkwatch not yet run", netlink.LinkAttrs{OperState: netlink.OperDown, RawFlags: unix.IFF_UP | unix.IFF_LOWER_UP}, true},
+		{"up without carrier", netlink.LinkAttrs{OperState: netlink.OperDown, RawFlags: unix.IFF_UP}, false},
+		{"dormant", netlink.LinkAttrs{OperState: netlink.OperDormant}, false},
+	} {
+		if got := linkCarrier(&tc.a); got != tc.want {
+			t.Errorf("%s: linkCarrier = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
