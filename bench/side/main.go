@@ -11,10 +11,12 @@
 //     read from the web container's /meminfo on both),
 //   - the disk image's apparent and allocated size, zstd -3 size, and the
 //     root file system's size,
-//   - the kernel floor: memory in use of the same kernel under the same
+//   - the kernel floors: memory in use of the same kernel under the same
 //     QEMU settings and OVMF with an initramfs holding only a static Go
-//     /init (floorinit) that reads /proc/meminfo 3 s after its start; also
-//     both systems' memory in use above it (-floor=false skips it),
+//     /init (floorinit) that reads /proc/meminfo 3 s after its start,
+//     booted once with Cairn's kernel arguments and once with the peer's;
+//     also each system's memory in use above the floor with its own
+//     arguments (-floor=false skips them),
 //
 // and the ratios Cairn/peer against the targets. With -runtime-bin and
 // -update it also runs the runtime and update benchmarks and includes their
@@ -66,7 +68,7 @@ type Report struct {
 	Mem     string            `json:"guest_mem"`
 	Cairn   System            `json:"cairn"`
 	Peer    System            `json:"peer"`
-	Floor   *Floor            `json:"kernel_floor,omitempty"`
+	Floors  []*Floor          `json:"kernel_floors,omitempty"` // the kernel alone, with Cairn's and with the peer's arguments
 	PeerMet *peer.Result      `json:"peer_build"`
 	Ratios  []Ratio           `json:"ratios"`
 	Samples []Sample          `json:"samples"`
@@ -88,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	docs := fs.String("docs", "docs/performance.md", "`file` whose side-by-side section gets the latest table (\"\" to skip)")
 	runtimeBin := fs.String("runtime-bin", "", "bench/runtime `binary` to run as well (\"\" skips it)")
 	runtimeN := fs.Int("runtime-n", 200, "runs per runtime for -runtime-bin")
-	floorOn := fs.Bool("floor", true, "also boot the kernel alone (the memory floor) -n times, after each round (needs the Cairn image)")
+	floorOn := fs.Bool("floor", true, "also boot the kernel alone (the memory floors) with Cairn's and with the peer's kernel arguments -n times each, after each round (needs the Cairn image)")
 	goBin := fs.String("go", "go", "go `command` that builds the kernel floor's /init")
 	updateCmd := fs.String("update", "", "command line of the update benchmark to run as well, e.g. \"go run ./bench/update\"")
 	if err := fs.Parse(args); err != nil {
@@ -131,14 +133,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		systems = append([]*System{&r.Cairn}, systems...)
 	}
-	var floor *floorBoot
+	var kit *floorKit
 	if *floorOn && *only != "peer" {
-		r.Floor = &Floor{}
 		var err error
-		if floor, err = prepareFloor(ctx, r.Cairn.Image, *goBin, filepath.Join(*outDir, "floor"), r.Floor); err != nil {
+		if kit, r.Floors, err = prepareFloors(ctx, r.Cairn.Image, *goBin, filepath.Join(*outDir, "floor")); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "side: kernel floor: %s, initramfs %d bytes, cmdline %q\n", r.Floor.Kernel, r.Floor.InitramfsBytes, r.Floor.Cmdline)
+		for _, f := range r.Floors {
+			fmt.Fprintf(stderr, "side: %s: %s, initramfs %d bytes, cmdline %q\n", f.Name, f.Kernel, f.InitramfsBytes, f.Cmdline)
+		}
 	}
 	for i := range *n {
 		order := systems
@@ -160,18 +163,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			r.Samples = append(r.Samples, s)
 		}
-		if floor != nil {
-			s, err := bootFloor(ctx, floor, r.Cairn.Image, *mem, *timeout)
+		floors := r.Floors
+		if i%2 == 1 && len(floors) == 2 { // alternate these too
+			floors = []*Floor{floors[1], floors[0]}
+		}
+		for _, f := range floors {
+			s, err := bootFloor(ctx, kit, f, r.Cairn.Image, *mem, *timeout)
 			s.Run = i + 1
 			if err != nil {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", ctx.Err())
 				}
 				s.Error = err.Error()
-				fmt.Fprintf(stderr, "run %d %s: FAILED: %v\n", i+1, floorName, err)
+				fmt.Fprintf(stderr, "run %d %s: FAILED: %v\n", i+1, f.Name, err)
 			} else {
 				fmt.Fprintf(stderr, "run %d %-40s: kernel %5.0f ms  read at %5.0f ms  mem %6.0f KiB (MemTotal %.0f, AnonPages %.0f)\n",
-					i+1, floorName, s.KernelShare, s.ReadAt, s.MemUsedKiB, s.MemTotalKiB, s.Meminfo["AnonPages"])
+					i+1, f.Name, s.KernelShare, s.ReadAt, s.MemUsedKiB, s.MemTotalKiB, s.Meminfo["AnonPages"])
 			}
 			r.Samples = append(r.Samples, s)
 		}
@@ -179,13 +186,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, sys := range systems {
 		sys.Summary = summarise(r.Samples, sys.Name)
 	}
-	floorKiB := 0.0
-	if r.Floor != nil {
-		summariseFloor(r.Floor, r.Samples, r.Peer.Summary.MemUsedKiB.Median)
-		floorKiB = r.Floor.MemUsedKiB.Median
+	for _, f := range r.Floors {
+		summariseFloor(f, r.Samples, r.Peer.Summary.MemUsedKiB.Median)
 	}
 	if *only == "" {
-		r.Ratios = ratios(r.Cairn, r.Peer, floorKiB)
+		r.Ratios = ratios(r.Cairn, r.Peer, floorKiB(r.Floors, "cairn"), floorKiB(r.Floors, "peer"))
 	}
 	if *runtimeBin != "" {
 		md, err := runCapture(ctx, stderr, *runtimeBin, "-n", fmt.Sprint(*runtimeN), "-warmup", "10",

@@ -78,9 +78,10 @@ func summarise(samples []Sample, system string) Summary {
 	return sum
 }
 
-// ratios compares Cairn with the peer; with the kernel floor's median
-// memory in use (floorKiB > 0) it adds both systems' memory above it.
-func ratios(c, p System, floorKiB float64) []Ratio {
+// ratios compares Cairn with the peer; with the median memory in use of
+// the kernel floors with Cairn's and with the peer's kernel arguments (both
+// > 0) it adds each system's memory above the floor with its own arguments.
+func ratios(c, p System, cairnFloorKiB, peerFloorKiB float64) []Ratio {
 	mk := func(fig, unit string, cv, pv, target float64) Ratio {
 		r := Ratio{Figure: fig, Unit: unit, Cairn: cv, Peer: pv, Target: target}
 		if pv > 0 && cv > 0 {
@@ -104,8 +105,8 @@ func ratios(c, p System, floorKiB float64) []Ratio {
 		mk("disk image, apparent", "MiB", mib(c.ImageApparent), mib(p.ImageApparent), 0),
 		mk("root file system", "MiB", mib(c.RootFS), mib(p.RootFS), 0),
 	}
-	if floorKiB > 0 && c.Summary.MemUsedKiB.N > 0 && p.Summary.MemUsedKiB.N > 0 {
-		above := mk(aboveFloorFigure, "MiB", (c.Summary.MemUsedKiB.Median-floorKiB)/1024, (p.Summary.MemUsedKiB.Median-floorKiB)/1024, 0)
+	if cairnFloorKiB > 0 && peerFloorKiB > 0 && c.Summary.MemUsedKiB.N > 0 && p.Summary.MemUsedKiB.N > 0 {
+		above := mk(aboveFloorFigure, "MiB", (c.Summary.MemUsedKiB.Median-cairnFloorKiB)/1024, (p.Summary.MemUsedKiB.Median-peerFloorKiB)/1024, 0)
 		i := slices.IndexFunc(rs, func(r Ratio) bool { return r.Figure == memFigure })
 		rs = slices.Insert(rs, i+1, above)
 	}
@@ -114,7 +115,7 @@ func ratios(c, p System, floorKiB float64) []Ratio {
 
 const (
 	memFigure        = "memory in use when the service answers (median)"
-	aboveFloorFigure = "memory in use above the kernel floor (median)"
+	aboveFloorFigure = "memory in use above the kernel floor with the system's own kernel arguments (median)"
 )
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -122,8 +123,8 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 	fmt.Fprintf(w, "## Cairn and a systemd + podman peer, side by side\n\n")
 	floorRuns := ""
-	if r.Floor != nil {
-		floorRuns = fmt.Sprintf(", and %d of the kernel alone after each round", r.Runs)
+	if len(r.Floors) > 0 {
+		floorRuns = fmt.Sprintf(", and %d of the kernel alone with each system's kernel arguments after each round", r.Runs)
 	}
 	fmt.Fprintf(w, "%s, %s, %s, -accel tcg, 1 vCPU, %s, OVMF → systemd-boot, virtio disk (snapshot), user network; %d boots per system, alternating%s; whole run %.1f min.\n",
 		r.Date, r.Host, r.QEMU, r.Mem, r.Runs, floorRuns, took.Minutes())
@@ -151,14 +152,18 @@ func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", x.Figure, num(x.Cairn, x.Unit), num(x.Peer, x.Unit), ratio, target)
 		}
 		fmt.Fprintln(w)
-		if r.Floor != nil {
+		if len(r.Floors) > 0 {
 			memTarget := 0.0
 			for _, x := range r.Ratios {
 				if x.Figure == memFigure {
 					memTarget = x.Target
 				}
 			}
-			if note := floorNote(r.Floor.MemUsedKiB.Median/1024, r.Peer.Summary.MemUsedKiB.Median/1024, memTarget); note != "" {
+			note := floorNote(floorKiB(r.Floors, "cairn")/1024, floorKiB(r.Floors, "peer")/1024, r.Peer.Summary.MemUsedKiB.Median/1024, memTarget)
+			if d := floorsDiffNote(floorOf(r.Floors, "cairn"), floorOf(r.Floors, "peer")); d != "" {
+				note = strings.TrimSpace(note + " " + d)
+			}
+			if note != "" {
 				fmt.Fprintf(w, "%s\n\n", note)
 			}
 		}
@@ -192,7 +197,8 @@ func writeMarkdown(w io.Writer, r *Report, took time.Duration) {
 		fmt.Fprintf(w, "| %s | image apparent / allocated / zstd -3 | %.0f / %.1f / %.1f MiB | | | |\n", sys.Name, mib(sys.ImageApparent), mib(sys.ImageAlloc), mib(sys.ImageZstd))
 		fmt.Fprintf(w, "| %s | root file system (%s) | %.1f MiB | | | |\n", sys.Name, sys.RootFSNote, mib(sys.RootFS))
 	}
-	if f := r.Floor; f != nil {
+	for _, f := range r.Floors {
+		fmt.Fprintf(w, "| %s | kernel command line | `%s` | | | |\n", f.Name, f.Cmdline)
 		for _, row := range []struct {
 			name string
 			st   Stat
@@ -310,9 +316,11 @@ func writeBreakdown(w io.Writer, r *Report) {
 		return
 	}
 	when := "when the service answers"
-	if r.Floor != nil {
-		systems = append(systems, r.Floor.Name)
-		when += " (the kernel floor: when its /init reads it)"
+	for _, f := range r.Floors {
+		systems = append(systems, f.Name)
+	}
+	if len(r.Floors) > 0 {
+		when += " (the kernel floors: when their /init reads it)"
 	}
 	fmt.Fprintf(w, "\n/proc/meminfo %s (median, MiB):\n\n| field |", when)
 	for _, name := range systems {
@@ -347,8 +355,8 @@ func memTotals(r *Report) string {
 			names = append(names, sys.Name)
 		}
 	}
-	if r.Floor != nil {
-		names = append(names, r.Floor.Name)
+	for _, f := range r.Floors {
+		names = append(names, f.Name)
 	}
 	var parts []string
 	for _, name := range names {
