@@ -80,6 +80,10 @@ type Config struct {
 	// Kernel, Initrd and Append boot an explicit kernel directly (no UKI lookup);
 	// Image is then optional. Used by smoke tests.
 	Kernel, Initrd, Append string
+	// KernelViaFirmware, with Kernel, loads OVMF too: QEMU hands the kernel
+	// to the firmware, which starts it through its EFI stub, so the guest
+	// sees a UEFI boot's memory map (bench/side's kernel floor).
+	KernelViaFirmware bool
 	// ExtraAppend is appended to the kernel command line in direct mode.
 	ExtraAppend string
 	// Mem is the guest memory (-m), default "512M".
@@ -135,8 +139,12 @@ func (c *Config) format() string {
 	return c.ImageFormat
 }
 
-// directBoot reports whether the VM boots with -kernel instead of firmware.
+// directBoot reports whether the VM boots with -kernel.
 func (c *Config) directBoot() bool { return c.Direct || c.Kernel != "" }
+
+// firmware reports whether the VM runs OVMF: a UEFI boot, or a kernel
+// started through it (KernelViaFirmware).
+func (c *Config) firmware() bool { return !c.directBoot() || (c.Kernel != "" && c.KernelViaFirmware) }
 
 // BootFiles are the resolved inputs of one boot: either the OVMF pair (UEFI)
 // or a kernel/initrd/cmdline (direct).
@@ -194,7 +202,8 @@ func (c *Config) Args(b BootFiles) ([]string, error) {
 		if b.Append != "" {
 			a = append(a, "-append", b.Append)
 		}
-	} else {
+	}
+	if c.firmware() {
 		if b.OVMFCode == "" || b.OVMFVars == "" {
 			return nil, errors.New("qemu: UEFI boot without OVMF code/vars")
 		}

@@ -124,6 +124,15 @@ func TestArgs(t *testing.T) {
 			want: cat(common, []string{"-kernel", "/k/vmlinuz", "-append", "panic=-1"}, net, []string{"-no-reboot"}),
 		},
 		{
+			name: "kernel through the firmware",
+			cfg:  Config{Image: "/img/disk.raw", Kernel: "/k/vmlinuz", Initrd: "/k/initrd", Append: "quiet", KernelViaFirmware: true, Snapshot: true},
+			boot: BootFiles{Kernel: "/k/vmlinuz", Initrd: "/k/initrd", Append: "quiet", OVMFCode: "/fw/CODE.fd", OVMFVars: "/tmp/vm/VARS.fd"},
+			want: cat(common, []string{"-kernel", "/k/vmlinuz", "-initrd", "/k/initrd", "-append", "quiet"}, pflash,
+				[]string{"-drive", "if=none,id=d0,file=/img/disk.raw,format=raw,snapshot=on", "-device", "virtio-blk-pci,drive=d0"},
+				net),
+		},
+		{name: "kernel through the firmware without it", cfg: Config{Kernel: "/k/vmlinuz", KernelViaFirmware: true}, boot: BootFiles{Kernel: "/k/vmlinuz"}, wantErr: "without OVMF"},
+		{
 			name: "qcow2 overlay",
 			cfg:  Config{Image: "/t/overlay.qcow2", ImageFormat: "qcow2"},
 			boot: ovmf,

@@ -111,6 +111,12 @@ func resolveBoot(cfg *Config, tmp string) (BootFiles, error) {
 		if cfg.ExtraAppend != "" {
 			b.Append = joinSpace(b.Append, cfg.ExtraAppend)
 		}
+		if cfg.KernelViaFirmware {
+			var err error
+			if b.OVMFCode, b.OVMFVars, err = firmwareFiles(cfg, tmp); err != nil {
+				return BootFiles{}, err
+			}
+		}
 		return b, nil
 	case cfg.Direct:
 		u, err := ReadUKI(cfg.Image)
@@ -123,28 +129,35 @@ func resolveBoot(cfg *Config, tmp string) (BootFiles, error) {
 		}
 		return b, nil
 	}
+	code, vars, err := firmwareFiles(cfg, tmp)
+	if err != nil {
+		return BootFiles{}, err
+	}
+	return BootFiles{OVMFCode: code, OVMFVars: vars}, nil
+}
+
+// firmwareFiles finds OVMF (cfg.Firmware or the installed one) and the
+// variable store of this VM: cfg.VarsFile, or a fresh copy in tmp.
+func firmwareFiles(cfg *Config, tmp string) (code, vars string, err error) {
 	var fw Firmware
 	if cfg.Firmware != nil {
 		fw = *cfg.Firmware
 		if err := fw.check(); err != nil {
-			return BootFiles{}, err
+			return "", "", err
 		}
-	} else {
-		var err error
-		if fw, err = FindFirmware(); err != nil {
-			return BootFiles{}, err
-		}
+	} else if fw, err = FindFirmware(); err != nil {
+		return "", "", err
 	}
-	vars := cfg.VarsFile
+	vars = cfg.VarsFile
 	if vars == "" {
 		vars = filepath.Join(tmp, "OVMF_VARS.fd")
 		if err := fw.NewVars(vars); err != nil {
-			return BootFiles{}, err
+			return "", "", err
 		}
 	} else if err := fw.ensureVars(vars); err != nil {
-		return BootFiles{}, err
+		return "", "", err
 	}
-	return BootFiles{OVMFCode: fw.Code, OVMFVars: vars}, nil
+	return fw.Code, vars, nil
 }
 
 func joinSpace(a, b string) string {

@@ -186,23 +186,10 @@ func prepareFloors(ctx context.Context, cairnImage, goBin, dir string) (*floorKi
 // (snapshot) so that the machine's devices are the same.
 func bootFloor(ctx context.Context, b *floorKit, f *Floor, img, mem string, timeout time.Duration) (Sample, error) {
 	s := Sample{System: f.Name}
-	tmp, err := os.MkdirTemp(b.dir, "vm-")
-	if err != nil {
-		return s, fmt.Errorf("floor: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	vars := filepath.Join(tmp, "OVMF_VARS.fd")
-	if err := b.fw.NewVars(vars); err != nil {
-		return s, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	vm, err := qemu.Start(ctx, qemu.Config{Kernel: b.kernel, Initrd: b.initrd, Append: f.Cmdline,
-		Image: img, Mem: mem, Snapshot: true, NoReboot: true, TempDir: tmp,
-		ExtraArgs: []string{
-			"-drive", "if=pflash,format=raw,unit=0,file=" + optEscape(b.fw.Code) + ",readonly=on",
-			"-drive", "if=pflash,format=raw,unit=1,file=" + optEscape(vars),
-		}})
+	vm, err := qemu.Start(ctx, qemu.Config{Kernel: b.kernel, Initrd: b.initrd, Append: f.Cmdline, KernelViaFirmware: true,
+		Firmware: &b.fw, Image: img, Mem: mem, Snapshot: true, NoReboot: true, TempDir: b.dir})
 	if err != nil {
 		return s, err
 	}
@@ -279,9 +266,6 @@ func parseFloorConsole(lines []string) (floorConsole, error) {
 	}
 	return fc, errors.New("floor: no complete meminfo between the markers")
 }
-
-// optEscape doubles commas in a QEMU option value (as package qemu does).
-func optEscape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 // summariseFloor fills f's figures from its samples and the peer's median
 // memory in use (0: no peer measured).
