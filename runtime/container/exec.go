@@ -332,19 +332,7 @@ func startInPIDNS(cmd *exec.Cmd, pidfd *os.File) error {
 // waitExit waits for cmd and returns its exit status once its output has
 // been copied (bounded, for writers that outlive it).
 func waitExit(cmd *exec.Cmd, copiers *sync.WaitGroup) ExitStatus {
-	ps, err := cmd.Process.Wait()
-	exit := ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}
-	if err == nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-			switch {
-			case ws.Exited():
-				exit.Code = ws.ExitStatus()
-			case ws.Signaled():
-				exit.Signal = int(ws.Signal())
-				exit.Code = 128 + exit.Signal
-			}
-		}
-	}
+	exit := exitStatus(cmd.Process.Wait())
 	copied := make(chan struct{})
 	go func() { copiers.Wait(); close(copied) }()
 	select {

@@ -559,23 +559,30 @@ func readStatus(ctx context.Context, r *os.File) (stageMsg, error) {
 	}
 }
 
-// reap waits for the stage/container process and records how it ended.
-func (r *Runtime) reap(id string, p *proc, cgRoot, cgPath string) {
-	ps, err := p.cmd.Process.Wait()
-	close(p.exited)
-	<-p.oomDone // oom events come before the exit event
+// exitStatus is how a waited-for process ended: its exit code, or 128+N
+// and the signal N that killed it; code -1 if the wait failed.
+func exitStatus(ps *os.ProcessState, err error) ExitStatus {
 	exit := ExitStatus{Code: -1, ExitedAt: time.Now().UTC()}
-	if err == nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
-			switch {
-			case ws.Exited():
-				exit.Code = ws.ExitStatus()
-			case ws.Signaled():
-				exit.Signal = int(ws.Signal())
-				exit.Code = 128 + exit.Signal
-			}
+	if err != nil {
+		return exit
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		switch {
+		case ws.Exited():
+			exit.Code = ws.ExitStatus()
+		case ws.Signaled():
+			exit.Signal = int(ws.Signal())
+			exit.Code = 128 + exit.Signal
 		}
 	}
+	return exit
+}
+
+// reap waits for the stage/container process and records how it ended.
+func (r *Runtime) reap(id string, p *proc, cgRoot, cgPath string) {
+	exit := exitStatus(p.cmd.Process.Wait())
+	close(p.exited)
+	<-p.oomDone // oom events come before the exit event
 	if cgPath != "" {
 		if m, err := cgroup.New(cgRoot, cgPath); err == nil {
 			exit.OOMKilled, _ = m.OOMKilled()
