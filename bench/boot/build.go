@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"cairn.dev/cairn/bench/internal/figures"
 
 	"cairn.dev/cairn/images/manifest"
 )
@@ -69,37 +68,12 @@ func measureBuild(ctx context.Context, cairn, osFile, out string, n int, log io.
 		}
 	}
 	start := time.Now()
-	if bs.ImageZstdBytes, err = zstdSize(bs.Image); err != nil {
+	if bs.ImageZstdBytes, err = figures.ZstdSize(bs.Image); err != nil {
 		return nil, err
 	}
 	bs.CompressSeconds = time.Since(start).Seconds()
 	return bs, nil
 }
-
-// zstdSize compresses the file and counts the output bytes.
-func zstdSize(p string) (int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, fmt.Errorf("compress: %w", err)
-	}
-	defer f.Close()
-	var cw countWriter
-	enc, err := zstd.NewWriter(&cw)
-	if err != nil {
-		return 0, fmt.Errorf("compress: %w", err)
-	}
-	if _, err := io.Copy(enc, f); err != nil {
-		return 0, fmt.Errorf("compress %s: %w", p, err)
-	}
-	if err := enc.Close(); err != nil {
-		return 0, fmt.Errorf("compress %s: %w", p, err)
-	}
-	return cw.n, nil
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 func writeBuildMarkdown(w io.Writer, bs *BuildStats) {
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }

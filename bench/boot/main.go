@@ -29,10 +29,11 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"cairn.dev/cairn/bench/internal/figures"
 
 	"cairn.dev/cairn/qemu"
 )
@@ -99,16 +100,11 @@ func parseReady(line string) (version, slot string, ms float64, ok bool) {
 }
 
 func summarise(xs []float64) Stat {
-	if len(xs) == 0 {
+	med, lo, hi, ok := figures.Spread(xs)
+	if !ok {
 		return Stat{}
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Stat{Median: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
+	return Stat{Median: med, Min: lo, Max: hi, N: len(xs)}
 }
 
 var metrics = []struct {

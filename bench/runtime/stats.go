@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"cairn.dev/cairn/bench/internal/figures"
 )
 
 // Stat summarises the samples of one runtime (milliseconds).
@@ -34,11 +36,8 @@ func summarise(xs []float64) Stat {
 	for _, x := range s {
 		sum += x
 	}
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return Stat{N: n, Median: med, P95: percentile(s, 95), Mean: sum / float64(n), Min: s[0], Max: s[n-1]}
+	med, lo, hi, _ := figures.Spread(s)
+	return Stat{N: n, Median: med, P95: percentile(s, 95), Mean: sum / float64(n), Min: lo, Max: hi}
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted values:

@@ -42,6 +42,8 @@ import (
 	"strings"
 	"time"
 
+	"cairn.dev/cairn/bench/internal/figures"
+
 	"cairn.dev/cairn/bench/peer"
 	"cairn.dev/cairn/images/manifest"
 	"cairn.dev/cairn/qemu"
@@ -272,7 +274,7 @@ func sizes(sys *System) error {
 		return err
 	}
 	sys.ImageApparent, sys.ImageAlloc = s.Apparent, s.Allocated
-	sys.ImageZstd, err = zstdSize(sys.Image)
+	sys.ImageZstd, err = figures.ZstdSize(sys.Image)
 	return err
 }
 

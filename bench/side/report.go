@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"cairn.dev/cairn/bench/internal/figures"
 
 	"cairn.dev/cairn/bench/peer"
 )
@@ -44,16 +44,11 @@ type Ratio struct {
 }
 
 func stat(xs []float64) Stat {
-	if len(xs) == 0 {
+	med, lo, hi, ok := figures.Spread(xs)
+	if !ok {
 		return Stat{}
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Stat{Median: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
+	return Stat{Median: med, Min: lo, Max: hi, N: len(xs)}
 }
 
 func summarise(samples []Sample, system string) Summary {
@@ -276,32 +271,6 @@ func updateDocs(path string, r Report, md string) error {
 	}
 	return nil
 }
-
-// zstdSize compresses the file at the default level (3, like `zstd -3`)
-// and counts the output bytes.
-func zstdSize(p string) (int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, fmt.Errorf("compress: %w", err)
-	}
-	defer f.Close()
-	var cw countWriter
-	enc, err := zstd.NewWriter(&cw, zstd.WithEncoderLevel(zstd.SpeedDefault))
-	if err != nil {
-		return 0, fmt.Errorf("compress: %w", err)
-	}
-	if _, err := io.Copy(enc, f); err != nil {
-		return 0, fmt.Errorf("compress %s: %w", p, err)
-	}
-	if err := enc.Close(); err != nil {
-		return 0, fmt.Errorf("compress %s: %w", p, err)
-	}
-	return cw.n, nil
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // writeBreakdown prints the median of each /proc/meminfo breakdown field
 // per system, to show where the memory in use goes.
